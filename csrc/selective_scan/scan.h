@@ -1,0 +1,97 @@
+// Shared, torch-free description of one selective-scan call.
+//
+// Both backends (cpu/*.cpp, cuda/*.cu) consume these structs; only bindings.cpp
+// (and cuda_bindings.cpp) know about torch. Keeping this header free of torch and of
+// CUDA headers lets nvcc compile the kernels on machines whose torch has no CUDA.
+//
+// Semantics (shared/specs/selective_scan.md §1.1, real A):
+//   dt[b,d,l]  = delta[b,d,l] + delta_bias[d]           (bias optional)
+//   dt         = softplus(dt) if delta_softplus (identity above 20)
+//   h[b,d,l,n] = exp(dt * A[d,n]) * h[b,d,l-1,n] + dt * B[b,g(d),n,l] * u[b,d,l]
+//   y[b,d,l]   = sum_n C[b,g(d),n,l] * h[b,d,l,n] + D[d] * u[b,d,l]
+//   out        = y * silu(z[b,d,l])                      (gate optional)
+// with g(d) = d / (dim / n_groups). All arithmetic in acc_t (float, or double when the
+// inputs are double); out is rounded once to the input dtype.
+#pragma once
+
+#include <cstdint>
+
+namespace mmssm {
+
+// dtype of the "input" tensors u, delta, B, C, z, out, dout, du, ddelta, dz.
+// Weights (A, D, delta_bias), states and weight gradients are acc_t:
+// float for kFloat32/kFloat16/kBFloat16 inputs, double for kFloat64 inputs.
+enum class ScanDType : int32_t {
+  kFloat32 = 0,
+  kFloat16 = 1,
+  kBFloat16 = 2,
+  kFloat64 = 3,  // CPU backend only
+};
+
+// Strides are in elements. The time axis (last axis) of every strided tensor must have
+// stride 1; the bindings make tensors last-dim contiguous before filling these in.
+struct SelectiveScanFwdParams {
+  int64_t batch = 0;
+  int64_t dim = 0;       // channels D
+  int64_t seqlen = 0;    // L
+  int64_t dstate = 0;    // N
+  int64_t n_groups = 0;  // G; dim % n_groups == 0
+  ScanDType input_type = ScanDType::kFloat32;
+  bool delta_softplus = false;
+
+  // (batch, dim, L), input dtype
+  const void* u = nullptr;
+  int64_t u_batch_stride = 0, u_dim_stride = 0;
+  const void* delta = nullptr;
+  int64_t delta_batch_stride = 0, delta_dim_stride = 0;
+  const void* z = nullptr;  // optional gate
+  int64_t z_batch_stride = 0, z_dim_stride = 0;
+
+  // (batch, G, N, L), input dtype
+  const void* B = nullptr;
+  int64_t B_batch_stride = 0, B_group_stride = 0, B_dstate_stride = 0;
+  const void* C = nullptr;
+  int64_t C_batch_stride = 0, C_group_stride = 0, C_dstate_stride = 0;
+
+  // acc_t, contiguous
+  const void* A = nullptr;           // (dim, N)
+  const void* D = nullptr;           // (dim,) optional
+  const void* delta_bias = nullptr;  // (dim,) optional
+
+  // outputs
+  void* out = nullptr;  // (batch, dim, L) input dtype, contiguous
+  void* last_state = nullptr;  // (batch, dim, N) acc_t, contiguous; optional
+  // (batch, dim, n_chunks, N) acc_t, contiguous: h at the end of each chunk of
+  // `chunk_size` steps. Backends that recompute from 0 may leave it null.
+  void* chunk_states = nullptr;
+  int64_t chunk_size = 0;
+  int64_t n_chunks = 0;
+};
+
+struct SelectiveScanBwdParams : SelectiveScanFwdParams {
+  // incoming gradient of `out`, (batch, dim, L) input dtype, last dim contiguous
+  const void* dout = nullptr;
+  int64_t dout_batch_stride = 0, dout_dim_stride = 0;
+
+  // gradients, all contiguous and zero-initialised by the caller where they are
+  // accumulated (dA, dB, dC, dD, ddelta_bias).
+  void* du = nullptr;      // (batch, dim, L) input dtype
+  void* ddelta = nullptr;  // (batch, dim, L) input dtype
+  void* dz = nullptr;      // (batch, dim, L) input dtype, when z is given
+  void* dA = nullptr;      // (dim, N) acc_t
+  void* dB = nullptr;      // (batch, G, N, L) acc_t
+  void* dC = nullptr;      // (batch, G, N, L) acc_t
+  void* dD = nullptr;      // (dim,) acc_t, when D is given
+  void* ddelta_bias = nullptr;  // (dim,) acc_t, when delta_bias is given
+};
+
+// CPU backend (cpu/*.cpp, OpenMP over (batch, channel)).
+void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
+void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
+
+// CUDA backend (cuda/*.cu). `stream` is a cudaStream_t passed as void* so that this
+// header needs no CUDA include. Returns 0 (cudaSuccess) or the cudaError_t of the launch.
+int selective_scan_fwd_cuda(const SelectiveScanFwdParams& params, void* stream);
+int selective_scan_bwd_cuda(const SelectiveScanBwdParams& params, void* stream);
+
+}  // namespace mmssm

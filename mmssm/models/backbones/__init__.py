@@ -1,0 +1,1 @@
+# Each family module registers its backbone in mmssm.registry.MODELS on import.

@@ -1,0 +1,134 @@
+"""What every mmssm backbone shares: arch presets, pretrained loading, freezing."""
+import copy
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+Tensor = torch.Tensor
+
+
+def resolve_arch(arch: Union[str, Mapping[str, Any]], arch_settings: Mapping[str, Mapping],
+                 required: Iterable[str], owner: str,
+                 optional: Iterable[str] = ()) -> Dict[str, Any]:
+    """Turn ``arch`` (a preset name or an explicit dict) into a settings dict.
+
+    Raises ``ValueError`` for an unknown preset (listing the known ones) and for a dict
+    with missing or unknown keys.
+    """
+    if isinstance(arch, str):
+        if arch not in arch_settings:
+            raise ValueError(f'{owner}: unknown arch {arch!r}; available presets: '
+                             f'{", ".join(sorted(arch_settings))}, or pass a dict with '
+                             f'keys {sorted(required)}')
+        return copy.deepcopy(dict(arch_settings[arch]))
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'{owner}: arch must be a preset name or a dict, got '
+                        f'{type(arch).__name__}')
+    required, optional = set(required), set(optional)
+    missing = sorted(required - set(arch))
+    unknown = sorted(set(arch) - required - optional)
+    if missing or unknown:
+        raise ValueError(f'{owner}: custom arch dict has missing keys {missing} and unknown '
+                         f'keys {unknown}; required {sorted(required)}, optional '
+                         f'{sorted(optional)}')
+    return copy.deepcopy(dict(arch))
+
+
+def check_out_indices(out_indices: Sequence[int], num_stages: int, owner: str) -> tuple:
+    if isinstance(out_indices, int):
+        out_indices = (out_indices, )
+    out = []
+    for index in out_indices:
+        real = index + num_stages if index < 0 else index
+        if not 0 <= real < num_stages:
+            raise ValueError(f'{owner}: out_indices {tuple(out_indices)} out of range for '
+                             f'{num_stages} stages')
+        out.append(real)
+    return tuple(out)
+
+
+def run_sequential(blocks: Iterable[nn.Module], x: Tensor, with_cp: bool) -> Tensor:
+    """Apply blocks in order; with ``with_cp`` recompute each in the backward instead
+    of storing its activations (saves memory at detection resolution)."""
+    for block in blocks:
+        if with_cp and x.requires_grad:
+            x = cp.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
+class SSMBackbone(BaseModule):
+    """Base class: pretrained loading through our converters, stage freezing, and
+    ``norm_eval``.
+
+    Subclasses set ``family`` (the converter family name), implement
+    :meth:`frozen_modules` (the modules of stages ``0..frozen_stages``) and call
+    ``self._freeze_stages()`` at the end of their ``__init__``.
+
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None, trust_pickle=False)``
+    accepts an official checkpoint (converted on the fly) or an mmssm one; ``prefix``
+    selects a sub-module (e.g. ``'backbone.'`` of a detector checkpoint, found
+    automatically when present). Loading errors are raised, never swallowed.
+    """
+    family: str = ''
+
+    def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+    # -- weights ---------------------------------------------------------------------
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, Mapping) and cfg.get('type') == 'Pretrained':
+            unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location',
+                                  'trust_pickle'}
+            if unknown:
+                raise ValueError(f'{type(self).__name__}: unsupported Pretrained init_cfg '
+                                 f'keys {sorted(unknown)}')
+            if not cfg.get('checkpoint'):
+                raise ValueError(f'{type(self).__name__}: init_cfg Pretrained needs a '
+                                 "'checkpoint' path")
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 trust_pickle=cfg.get('trust_pickle', False))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        trust_pickle: bool = False, strict: bool = False) -> dict:
+        """Load an official or mmssm checkpoint file into this backbone."""
+        from mmssm.converters import load_backbone_weights, load_checkpoint_file
+        from mmengine.fileio import get_local_path
+        with get_local_path(checkpoint) as local:
+            contents = load_checkpoint_file(local, trust_pickle=trust_pickle)
+        return load_backbone_weights(self, self.family, contents, prefix=prefix,
+                                     strict=strict, source=f'checkpoint {checkpoint!r}')
+
+    # -- freezing / norm_eval -------------------------------------------------------
+    def frozen_modules(self) -> Iterable[nn.Module]:
+        """Modules of stages ``0 .. frozen_stages`` (stem included); override."""
+        raise NotImplementedError(f'{type(self).__name__} does not support frozen_stages')
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        for module in self.frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self

@@ -1,0 +1,1 @@
+# Necks register in mmssm.registry.MODELS on import.

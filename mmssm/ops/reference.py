@@ -1,0 +1,71 @@
+"""Pure-PyTorch selective scan: the ``'torch'`` backend and the test oracle.
+
+Differentiable through autograd and float64-capable. It is a plain sequential loop over
+the time axis, so it is slow; the compiled backends exist for speed, this one for
+clarity and as the reference every kernel is tested against.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 inputs accumulate in fp64; every other input dtype in fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def selective_scan_reference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor] = None,
+    z: Optional[Tensor] = None,
+    delta_bias: Optional[Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Reference selective scan (no input validation; see ``selective_scan``).
+
+    Args:
+        u, delta: (batch, dim, L).
+        A: (dim, N).
+        B, C: (batch, G, N, L); channel ``d`` reads group ``d // (dim // G)``.
+        D, delta_bias: (dim,) or None.
+        z: (batch, dim, L) or None; gates the output by ``silu(z)``.
+
+    Returns:
+        out (batch, dim, L) in ``u.dtype`` and, if ``return_last_state``, the final
+        state (batch, dim, N) in the accumulation dtype (fp32, or fp64 for fp64 input).
+    """
+    in_dtype = u.dtype
+    acc = accumulation_dtype(in_dtype)
+    batch, dim, seqlen = u.shape
+    groups = B.shape[1]
+    u, delta, A = u.to(acc), delta.to(acc), A.to(acc)
+    # (batch, G, N, L) -> (batch, dim, N, L): every channel of a group sees its B/C.
+    B = B.to(acc).repeat_interleave(dim // groups, dim=1)
+    C = C.to(acc).repeat_interleave(dim // groups, dim=1)
+
+    dt = delta if delta_bias is None else delta + delta_bias.to(acc)[None, :, None]
+    if delta_softplus:
+        dt = F.softplus(dt)  # beta 1, threshold 20: identical to the kernels' rule
+    decay = torch.exp(dt.unsqueeze(2) * A[None, :, :, None])  # (batch, dim, N, L)
+    drive = dt.unsqueeze(2) * B * u.unsqueeze(2)  # (batch, dim, N, L)
+
+    state = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(seqlen):
+        state = decay[..., t] * state + drive[..., t]
+        ys.append((state * C[..., t]).sum(-1))
+    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
+    if D is not None:
+        y = y + D.to(acc)[None, :, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(acc))
+    out = y.to(in_dtype)
+    return (out, state) if return_last_state else out

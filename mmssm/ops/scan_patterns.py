@@ -1,0 +1,150 @@
+"""Scan orders as data: index maps from sequence positions to feature-map pixels.
+
+A scan pattern with K routes over a map of ``P`` pixels is an integer tensor
+``index`` of shape (K, L'): route ``k`` visits pixel ``index[k, l]`` (row-major flat
+position) at step ``l``; ``-1`` marks a padding step that reads zero and whose output
+is discarded. Every backbone's scan is one of these maps plus the shared selective-scan
+core:
+
+* :func:`cross_scan_index`      VMamba SS2D: row-major, column-major and both reversed.
+* :func:`bidirectional_index`   MobileMamba / Vim: a sequence and its reversal.
+* :func:`atrous_index`          EfficientVMamba ES2D: four stride-2 sub-lattices, one
+                                route per pixel parity, zero padding to even size.
+* :func:`multiscale_low_index`  MSVMamba low-resolution route: reversed row-major,
+                                column-major and reversed column-major concatenated
+                                into one sequence (state carried across segments).
+* :func:`row_major_index`       a single forward route.
+
+:func:`scan_gather` reads a map into the (B, K, C, L') scan layout and
+:func:`scan_merge` is its exact adjoint (scatter-add back to pixels), so autograd of
+one is the other.
+"""
+from functools import lru_cache
+from typing import Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _check_size(h: int, w: int) -> None:
+    if h < 1 or w < 1:
+        raise ValueError(f'scan pattern: feature map must be non-empty, got {h}x{w}')
+
+
+@lru_cache(maxsize=256)
+def _cpu_index(kind: str, h: int, w: int) -> Tensor:
+    _check_size(h, w)
+    grid = torch.arange(h * w, dtype=torch.long).view(h, w)
+    row = grid.flatten()
+    if kind == 'row':
+        return row.view(1, -1)
+    if kind == 'bidirectional':
+        return torch.stack([row, row.flip(0)])
+    col = grid.t().flatten()
+    if kind == 'cross':
+        return torch.stack([row, col, row.flip(0), col.flip(0)])
+    if kind == 'multiscale_low':
+        return torch.cat([row.flip(0), col, col.flip(0)]).view(1, -1)
+    if kind == 'atrous':
+        # Pad to even size with -1 (zero pixels), then take the four parity sub-grids:
+        # (even, even) and (even, odd) row-major, (odd, even) and (odd, odd) col-major.
+        hp, wp = h + h % 2, w + w % 2
+        padded = torch.full((hp, wp), -1, dtype=torch.long)
+        padded[:h, :w] = grid
+        routes = [
+            padded[0::2, 0::2].flatten(),
+            padded[1::2, 0::2].t().flatten(),
+            padded[0::2, 1::2].flatten(),
+            padded[1::2, 1::2].t().flatten(),
+        ]
+        return torch.stack(routes)
+    raise KeyError(kind)
+
+
+def _index(kind: str, h: int, w: int, device) -> Tensor:
+    index = _cpu_index(kind, int(h), int(w))
+    return index if device is None else index.to(device)
+
+
+def row_major_index(h: int, w: int, device=None) -> Tensor:
+    """(1, H*W): one forward row-major route."""
+    return _index('row', h, w, device)
+
+
+def cross_scan_index(h: int, w: int, device=None) -> Tensor:
+    """(4, H*W): row-major, column-major, reversed row-major, reversed column-major."""
+    return _index('cross', h, w, device)
+
+
+def bidirectional_index(length: int, device=None) -> Tensor:
+    """(2, L): a 1-D sequence and its reversal (a map of size 1 x L)."""
+    return _index('bidirectional', 1, length, device)
+
+
+def atrous_index(h: int, w: int, device=None) -> Tensor:
+    """(4, ceil(H/2)*ceil(W/2)): EfficientVMamba skip-sampling routes (step 2).
+
+    Route 0 visits (2i, 2j) row-major, route 1 (2i+1, 2j) column-major, route 2
+    (2i, 2j+1) row-major, route 3 (2i+1, 2j+1) column-major; pixels outside an odd
+    map are padding steps (-1). Each real pixel belongs to exactly one route.
+    """
+    return _index('atrous', h, w, device)
+
+
+def multiscale_low_index(h: int, w: int, device=None) -> Tensor:
+    """(1, 3*H*W): MSVMamba's low-resolution route over the downsampled map: reversed
+    row-major, then column-major, then reversed column-major, as ONE sequence."""
+    return _index('multiscale_low', h, w, device)
+
+
+def scan_gather(x: Tensor, index: Tensor) -> Tensor:
+    """Read a map into scan layout.
+
+    Args:
+        x: (B, C, H, W) or (B, C, P) features.
+        index: (K, L') pixel indices into the flattened map, -1 for zero padding.
+
+    Returns:
+        (B, K, C, L') with ``out[b, k, c, l] = x_flat[b, c, index[k, l]]`` (0 for -1).
+    """
+    flat = x.flatten(2)
+    batch, channels, pixels = flat.shape
+    routes, length = index.shape
+    if bool((index < -1).any()) or bool((index >= pixels).any()):
+        raise ValueError(f'scan_gather: index addresses pixels outside a map of {pixels}')
+    if bool((index < 0).any()):
+        flat = torch.cat([flat, flat.new_zeros(batch, channels, 1)], dim=2)
+        index = torch.where(index < 0, torch.full_like(index, pixels), index)
+    out = flat.index_select(2, index.reshape(-1)).view(batch, channels, routes, length)
+    return out.transpose(1, 2)
+
+
+def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...]) -> Tensor:
+    """Adjoint of :func:`scan_gather`: sum every route's output back onto its pixels.
+
+    Args:
+        ys: (B, K, C, L') route outputs.
+        index: (K, L') the map used by :func:`scan_gather`.
+        size: spatial size of the result, ``(H, W)`` or ``(P,)``.
+
+    Returns:
+        (B, C, *size): ``y[b, c, p] = sum over (k, l) with index[k, l] == p``.
+    """
+    batch, routes, channels, length = ys.shape
+    if tuple(index.shape) != (routes, length):
+        raise ValueError(f'scan_merge: ys has {routes} routes of length {length} but the '
+                         f'index is {tuple(index.shape)}')
+    pixels = 1
+    for s in size:
+        pixels *= int(s)
+    src = ys.transpose(1, 2).reshape(batch, channels, routes * length)
+    flat_index = index.reshape(-1)
+    if bool((flat_index < 0).any()):
+        flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
+                                 flat_index)
+        out = ys.new_zeros(batch, channels, pixels + 1).index_add(2, flat_index, src)
+        out = out[:, :, :pixels]
+    else:
+        out = ys.new_zeros(batch, channels, pixels).index_add(2, flat_index, src)
+    return out.view(batch, channels, *size)

@@ -1,0 +1,156 @@
+"""``selective_scan``: input validation and backend dispatch.
+
+Backends:
+    ``'torch'``: :func:`mmssm.ops.reference.selective_scan_reference` (autograd, fp64).
+    ``'cpu'``:   the C++ kernels in ``mmssm._C`` (csrc/selective_scan/cpu).
+    ``'cuda'``:  the CUDA kernels in ``mmssm._C_cuda`` (csrc/selective_scan/cuda).
+``backend=None`` picks ``'cuda'`` for CUDA tensors and ``'cpu'`` for CPU tensors, unless
+the environment variable ``MMSSM_SCAN_BACKEND`` names a backend (useful to run a whole
+model on the reference path for debugging).
+"""
+import os
+from typing import Optional, Tuple, Union
+
+import torch
+
+from .reference import selective_scan_reference
+
+Tensor = torch.Tensor
+
+BACKENDS = ('cuda', 'cpu', 'torch')
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _shape(t: Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def _check_tensor(name: str, t, shape: Tuple[int, ...], what: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f'selective_scan: {name} must be a torch.Tensor, '
+                        f'got {type(t).__name__}')
+    if not t.is_floating_point():
+        raise TypeError(f'selective_scan: {name} must be a floating-point tensor, '
+                        f'got dtype {t.dtype}')
+    if t.dim() != len(shape):
+        raise ValueError(f'selective_scan: {name} must have {len(shape)} dims {what}, '
+                         f'got shape {_shape(t)} (expected {shape})')
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f'selective_scan: {name} has shape {_shape(t)}, expected '
+                         f'{tuple(shape)} {what}')
+
+
+def validate_inputs(u, delta, A, B, C, D, z, delta_bias) -> Tuple[Tensor, Tensor]:
+    """Check ranks, shapes, dtypes and devices; return (B, C) in their 4-D form.
+
+    ``B``/``C`` may be given as (batch, N, L), meaning a single group.
+    Raises ``TypeError`` for wrong types/dtypes and ``ValueError`` for wrong shapes or
+    devices, naming the argument, its shape and the expected one.
+    """
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f'selective_scan: u must be a torch.Tensor, got {type(u).__name__}')
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan: u must be (batch, dim, L), got shape {_shape(u)}')
+    if u.dtype not in _INPUT_DTYPES:
+        raise TypeError(f'selective_scan: u has dtype {u.dtype}; supported: '
+                        'float32, float16, bfloat16 (float64 on the cpu/torch backends)')
+    batch, dim, seqlen = u.shape
+    _check_tensor('delta', delta, (batch, dim, seqlen), '(batch, dim, L) like u')
+    if not isinstance(A, torch.Tensor) or A.dim() != 2:
+        got = _shape(A) if isinstance(A, torch.Tensor) else type(A).__name__
+        raise ValueError(f'selective_scan: A must be (dim, N) = ({dim}, N), got {got}')
+    dstate = A.shape[1]
+    _check_tensor('A', A, (dim, dstate), '(dim, N)')
+    if dstate < 1:
+        raise ValueError(f'selective_scan: A has shape {_shape(A)}; N must be >= 1')
+
+    def as_grouped(name: str, t):
+        if isinstance(t, torch.Tensor) and t.dim() == 3:
+            t = t.unsqueeze(1)
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            got = _shape(t) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f'selective_scan: {name} must be (batch, G, N, L) = '
+                             f'({batch}, G, {dstate}, {seqlen}), got {got}')
+        return t
+
+    B = as_grouped('B', B)
+    C = as_grouped('C', C)
+    groups = B.shape[1]
+    if groups < 1 or dim % groups != 0:
+        raise ValueError(f'selective_scan: dim={dim} (u {_shape(u)}) is not divisible by '
+                         f'the number of groups G={groups} (B {_shape(B)})')
+    _check_tensor('B', B, (batch, groups, dstate, seqlen), '(batch, G, N, L)')
+    _check_tensor('C', C, (batch, groups, dstate, seqlen), '(batch, G, N, L) like B')
+    if D is not None:
+        _check_tensor('D', D, (dim,), '(dim,)')
+    if delta_bias is not None:
+        _check_tensor('delta_bias', delta_bias, (dim,), '(dim,)')
+    if z is not None:
+        _check_tensor('z', z, (batch, dim, seqlen), '(batch, dim, L) like u')
+
+    # Activations share u's dtype; weights (A, D, delta_bias) may be any float dtype
+    # and are used in the accumulation dtype.
+    for name, t in (('delta', delta), ('B', B), ('C', C), ('z', z)):
+        if t is not None and t.dtype != u.dtype:
+            raise TypeError(f'selective_scan: {name} has dtype {t.dtype} but u has '
+                            f'{u.dtype}; u, delta, B, C and z must share one dtype')
+    for name, t in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
+                    ('z', z), ('delta_bias', delta_bias)):
+        if t is not None and t.device != u.device:
+            raise ValueError(f'selective_scan: {name} is on {t.device} but u is on '
+                             f'{u.device}; all inputs must be on one device')
+    return B, C
+
+
+def resolve_backend(backend: Optional[str], device: torch.device) -> str:
+    if backend is None:
+        backend = os.environ.get('MMSSM_SCAN_BACKEND') or None
+    if backend is None:
+        return 'cuda' if device.type == 'cuda' else 'cpu'
+    if backend not in BACKENDS:
+        raise ValueError(f'selective_scan: unknown backend {backend!r}; '
+                         f'choose one of {BACKENDS} or None')
+    return backend
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor] = None,
+    z: Optional[Tensor] = None,
+    delta_bias: Optional[Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    backend: Optional[str] = None,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Selective scan (Mamba S6, real A) with grouped B/C.
+
+    Args:
+        u: (batch, dim, L) input, fp32/fp16/bf16 (fp64 on the cpu/torch backends).
+        delta: (batch, dim, L) time steps, same dtype as ``u``.
+        A: (dim, N) state matrix diagonal (typically ``-exp(A_log)``).
+        B, C: (batch, G, N, L) input/output projections, ``dim % G == 0``; channel
+            ``d`` uses group ``d // (dim // G)``. (batch, N, L) means G = 1.
+        D: (dim,) skip weight, optional.
+        z: (batch, dim, L) gate, optional: ``out = y * silu(z)``.
+        delta_bias: (dim,) added to ``delta`` before the softplus, optional.
+        delta_softplus: apply ``softplus`` to ``delta + delta_bias``.
+        return_last_state: also return the final state (batch, dim, N), fp32
+            (fp64 for fp64 input); it carries no gradient.
+        backend: ``'cuda'``, ``'cpu'``, ``'torch'`` or None (by device).
+
+    Returns:
+        ``out`` (batch, dim, L) in ``u.dtype``, or ``(out, last_state)``.
+    """
+    B, C = validate_inputs(u, delta, A, B, C, D, z, delta_bias)
+    backend = resolve_backend(backend, u.device)
+    if backend == 'torch':
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
+                                        delta_softplus, return_last_state)
+    from .kernels import selective_scan_kernel
+    return selective_scan_kernel(backend, u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus, return_last_state)
