@@ -1,0 +1,61 @@
+"""Command line shared by ``tools/model_converters/<family>_to_mmssm.py``."""
+import argparse
+import hashlib
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from .base import FAMILIES, convert_official
+from .checkpoint import extract_state_dict, load_checkpoint_file
+
+TRUST_HELP = (
+    'Unpickle the input fully (torch.load(weights_only=False)). By default the file is '
+    'loaded with weights_only=True plus an allow-list of the objects official '
+    'checkpoints embed (yacs CfgNode, argparse.Namespace, mmengine HistoryBuffer, numpy '
+    'scalars), which never runs code from the file. Use this flag only for files you '
+    'trust, when the safe load reports an unknown object.')
+
+
+def build_parser(family: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=f'Convert an official {family} checkpoint (classification or '
+        'detection/segmentation) into an mmssm backbone checkpoint (tensors only).')
+    parser.add_argument('src', help='official checkpoint file')
+    parser.add_argument('dst', help='output file (.pth)')
+    parser.add_argument('--key', default=None,
+                        help="checkpoint entry holding the weights (e.g. 'model_ema' or "
+                        "MobileMamba's 'net_E'); found automatically by default")
+    parser.add_argument('--prefix', default='',
+                        help="prefix added to every output key, e.g. 'backbone.' to load "
+                        'the file with mmengine load_from into a detector')
+    parser.add_argument('--publish', action='store_true',
+                        help='append the first 8 hex digits of the sha256 to the file name')
+    parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
+    return parser
+
+
+def main(family: str, argv: Optional[Sequence[str]] = None) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f'unknown family {family!r}')
+    args = build_parser(family).parse_args(argv)
+    contents = load_checkpoint_file(args.src, trust_pickle=args.trust_pickle)
+    if args.key is not None:
+        contents = extract_state_dict(contents, args.key)
+    total = len(extract_state_dict(contents))
+    converted = convert_official(family, contents)
+    state_dict = {args.prefix + k: v.contiguous() for k, v in converted.items()}
+    dst = args.dst
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({'state_dict': state_dict,
+                'meta': {'mmssm_family': family, 'source': os.path.basename(args.src)}}, dst)
+    if args.publish:
+        with open(dst, 'rb') as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:8]
+        stem, ext = os.path.splitext(dst)
+        final = f'{stem}-{digest}{ext}'
+        os.replace(dst, final)
+        dst = final
+    print(f'{family}: {total} tensors in {args.src} -> {len(state_dict)} backbone tensors '
+          f'written to {dst}')
+    return dst
