@@ -41,6 +41,11 @@ class FamilyConverter:
             belongs to this family; used to reject another family's checkpoint.
         container: checkpoint entry holding the weights if not found automatically
             (e.g. MobileMamba's ``'net'``); None for automatic search.
+        prepare_model: optional ``(model, state_dict) -> state_dict`` called right
+            before loading (by :func:`from_official` and :func:`load_backbone_weights`)
+            to reconcile alternative layouts of one family, e.g. MobileMamba's
+            BN-fused checkpoints (switches the model to deploy form, or fuses the
+            state dict for an already deployed model).
     """
     name: str
     backbone: str
@@ -49,6 +54,7 @@ class FamilyConverter:
     signature: Callable[[StateDict], bool]
     container: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    prepare_model: Optional[Callable[[nn.Module, StateDict], StateDict]] = None
 
 
 _REGISTRY: Dict[str, FamilyConverter] = {}
@@ -140,7 +146,10 @@ def from_official(family: str, config: Mapping[str, Any],
     converter = get_family(family)
     model = build_backbone(family, converter.kwargs_from_official(dict(config)))
     if state_dict is not None:
-        load_state_dict_checked(model, convert_official(family, state_dict), strict=True,
+        converted = convert_official(family, state_dict)
+        if converter.prepare_model is not None:
+            converted = converter.prepare_model(model, converted)
+        load_state_dict_checked(model, converted, strict=True,
                                 source=f'official {family} checkpoint')
     return model.eval()
 
@@ -216,4 +225,7 @@ def load_backbone_weights(model: nn.Module, family: str, checkpoint: Any,
             raise
     if converted is not None and len(own & set(converted)) > direct_hits:
         sd = converted
+    prepare = get_family(family).prepare_model
+    if prepare is not None and converted is not None:
+        sd = prepare(model, sd)
     return load_state_dict_checked(model, sd, strict=strict, source=source, logger=logger)

@@ -55,7 +55,9 @@ def run_sequential(blocks: Iterable[nn.Module], x: Tensor, with_cp: bool) -> Ten
     """Apply blocks in order; with ``with_cp`` recompute each in the backward instead
     of storing its activations (saves memory at detection resolution)."""
     for block in blocks:
-        if with_cp and x.requires_grad:
+        # Non-reentrant checkpointing also covers blocks whose input needs no grad
+        # (e.g. after frozen stages) but whose parameters do.
+        if with_cp and torch.is_grad_enabled():
             x = cp.checkpoint(block, x, use_reentrant=False)
         else:
             x = block(x)

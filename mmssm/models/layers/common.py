@@ -34,7 +34,8 @@ def drop_path_rates(drop_path_rate: float, depths) -> list:
     total = int(sum(depths))
     if total == 0:
         return []
-    return torch.linspace(0, drop_path_rate, total).tolist()
+    # Plain CPU numbers even under a meta/cuda default device (e.g. meta builds).
+    return torch.linspace(0, drop_path_rate, total, device='cpu').tolist()
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -183,6 +183,11 @@ class SS2D(SelectiveScanRoutes):
         self.out_proj = projection(d_inner, d_model)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
+        """Route outputs (B, K, E, L') -> (B, E, *size): :func:`scan_merge`. A hook for
+        subclasses that must reproduce an upstream merge variant."""
+        return scan_merge(ys, index, size)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.d_model:
             raise ValueError(f'SS2D expects (B, {self.d_model}, H, W), got {tuple(x.shape)}')
@@ -193,7 +198,7 @@ class SS2D(SelectiveScanRoutes):
         x = F.silu(self.conv2d(x))
         index = self._route_index(height, width, x.device)
         ys = self.scan_routes(scan_gather(x, index))
-        y = scan_merge(ys, index, (height, width))
+        y = self.merge_routes(ys, index, (height, width))
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
             y = y * F.silu(z)

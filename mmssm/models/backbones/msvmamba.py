@@ -1,0 +1,356 @@
+"""MSVMamba backbones (Multi-Scale VMamba, arXiv 2405.14174; official master branch).
+
+The token mixer (MS2D) scans each feature map at two resolutions with the shared
+selective-scan core (:class:`~mmssm.models.layers.SelectiveScanRoutes`):
+
+* parameter slot 1, full resolution: one forward row-major route
+  (:func:`~mmssm.ops.scan_patterns.row_major_index`) over the 3x3-conv branch;
+* parameter slot 0, half resolution: ONE route over a 7x7 stride-2 conv branch that
+  visits the map reversed row-major, then column-major, then reversed column-major
+  (:func:`~mmssm.ops.scan_patterns.multiscale_low_index`); the state runs on across
+  the three segments.
+
+Both scans are normalised by the same ``out_norm`` before the low-resolution result is
+folded back onto its pixels, bilinearly upsampled and added to the full-resolution one;
+then squeeze-excitation, the SiLU(z) gate and ``out_proj``. Blocks add a ConvFFN (1x1
+-> depthwise 3x3 with an inner residual -> GELU -> 1x1). Tensors between modules are
+channels-last (B, H, W, C) as in the official code; the outputs are NCHW.
+
+Module names equal the official ones, so official checkpoints load after dropping the
+classifier (see :mod:`mmssm.converters.msvmamba`).
+"""
+import math
+from collections import OrderedDict
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmssm.ops.scan_patterns import (multiscale_low_index, row_major_index, scan_gather,
+                                     scan_merge)
+from mmssm.registry import MODELS
+from ..layers import DropPath, PatchMerging2D, SelectiveScanRoutes, drop_path_rates
+from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
+
+Tensor = torch.Tensor
+
+# Every LayerNorm of the official backbone is nn.LayerNorm(eps=1e-5).
+LN_EPS = 1e-5
+
+
+class ToChannelsLast(nn.Module):
+    """(B, C, H, W) -> (B, H, W, C)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel squeeze-excitation on an NCHW map: ``x * sigmoid(fc2(relu(fc1(mean))))``.
+
+    Keys ``fc.0.weight`` (C/r, C) and ``fc.2.weight`` (C, C/r), no biases.
+
+    Args:
+        channels (int): C.
+        reduction (int): r, hidden width C // r.
+    """
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        hidden = channels // reduction
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.fc(x.mean(dim=(2, 3)))
+        return x * scale[:, :, None, None]
+
+
+class ConvFFN(nn.Module):
+    """MSVMamba's convolutional FFN on an NCHW map.
+
+    ``h = linear1(x); h = h + dwc(h); out = linear2(gelu(h))`` with dropout after both
+    1x1 convolutions. The 1x1s are Conv2d (4-D weights) as in the checkpoints.
+
+    Args:
+        channels (int): C, input/output channels.
+        expansion (int): hidden width ``expansion * C``.
+        drop (float): dropout probability.
+    """
+
+    def __init__(self, channels: int, expansion: int = 2, drop: float = 0.0):
+        super().__init__()
+        hidden = channels * expansion
+        self.linear1 = nn.Conv2d(channels, hidden, 1)
+        self.drop1 = nn.Dropout(drop)
+        self.act = nn.GELU()
+        self.linear2 = nn.Conv2d(hidden, channels, 1)
+        self.drop2 = nn.Dropout(drop)
+        self.dwc = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop1(self.linear1(x))
+        x = self.act(x + self.dwc(x))
+        return self.drop2(self.linear2(x))
+
+
+class MultiScaleSS2D(SelectiveScanRoutes):
+    """MS2D: the two-resolution selective-scan mixer, channels-last in and out.
+
+    Input (B, H, W, d_model) -> (B, H, W, d_model). The low-resolution branch is
+    ceil(H/2) x ceil(W/2).
+
+    Args:
+        d_model (int): C.
+        d_inner (int): E, scanned channels (``ssm_ratio * C``).
+        d_state (int): N.
+        dt_rank (int): R.
+        conv_bias (bool): biases of the two depthwise convs.
+        use_se (bool): squeeze-excitation (reduction 8) after the merge.
+        dropout (float): dropout on the output.
+    """
+    LOW_RES_SLOT = 0
+    FULL_RES_SLOT = 1
+
+    def __init__(self, d_model: int, d_inner: int, d_state: int, dt_rank: int,
+                 conv_bias: bool = True, use_se: bool = True, dropout: float = 0.0):
+        super().__init__(d_inner, d_state, dt_rank, num_routes=2, init='v0')
+        self.d_model = d_model
+        self.out_norm = nn.LayerNorm(d_inner, eps=LN_EPS)
+        if use_se:
+            self.se = SqueezeExcite(d_inner, reduction=8)
+        self.use_se = use_se
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner,
+                                bias=conv_bias)
+        self.conv2d_b1 = nn.Conv2d(d_inner, d_inner, 7, stride=2, padding=3,
+                                   groups=d_inner, bias=conv_bias)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def _scan_branch(self, x: Tensor, index: Tensor, slot: int) -> Tensor:
+        """Scan the NCHW map ``x`` along ``index`` with parameter ``slot``, normalise
+        every token with ``out_norm`` and sum the result back onto the pixels."""
+        ys = self.scan_routes(scan_gather(x, index), first_route=slot)  # (B, 1, E, L)
+        ys = self.out_norm(ys.transpose(2, 3)).transpose(2, 3).to(x.dtype)
+        return scan_merge(ys, index, tuple(x.shape[2:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[-1] != self.d_model:
+            raise ValueError(f'MultiScaleSS2D expects (B, H, W, {self.d_model}), '
+                             f'got {tuple(x.shape)}')
+        height, width = x.shape[1:3]
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x = x.permute(0, 3, 1, 2)
+        full = F.silu(self.conv2d(x))
+        low = F.silu(self.conv2d_b1(x))  # from the pre-3x3 input, as in the official code
+        y_full = self._scan_branch(full, row_major_index(height, width, x.device),
+                                   self.FULL_RES_SLOT)
+        y_low = self._scan_branch(low, multiscale_low_index(*low.shape[2:], x.device),
+                                  self.LOW_RES_SLOT)
+        y = y_full + F.interpolate(y_low, size=(height, width), mode='bilinear',
+                                   align_corners=False)
+        if self.use_se:
+            y = self.se(y)
+        y = y.permute(0, 2, 3, 1) * F.silu(z)
+        return self.dropout(self.out_proj(y))
+
+
+class MSVSSBlock(nn.Module):
+    """Pre-norm block, channels-last: ``x + DP(MS2D(norm(x)))`` then
+    ``x + DP(ConvFFN(norm2(x)))`` (one DropPath for both branches).
+
+    Args:
+        dim (int): C.
+        d_inner (int): MS2D scanned channels.
+        d_state (int), dt_rank (int): SSM sizes.
+        drop_path (float): stochastic-depth rate.
+        conv_bias (bool), use_se (bool): MS2D options.
+        ffn_drop (float): ConvFFN dropout.
+        ssm_drop (float): MS2D output dropout.
+    """
+
+    def __init__(self, dim: int, d_inner: int, d_state: int, dt_rank: int,
+                 drop_path: float = 0.0, conv_bias: bool = True, use_se: bool = True,
+                 ffn_drop: float = 0.0, ssm_drop: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.op = MultiScaleSS2D(dim, d_inner, d_state, dt_rank, conv_bias=conv_bias,
+                                 use_se=use_se, dropout=ssm_drop)
+        self.drop_path = DropPath(drop_path)
+        self.convFFN = ConvFFN(dim, expansion=2, drop=ffn_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.op(self.norm(x)))
+        ffn = self.convFFN(self.norm2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + self.drop_path(ffn)
+
+
+def stage_widths(dims: Union[int, Sequence[int]], num_stages: int) -> List[int]:
+    """Per-stage widths: an int C means C * 2**i (the official expansion)."""
+    if isinstance(dims, int):
+        return [dims * 2**i for i in range(num_stages)]
+    dims = [int(d) for d in dims]
+    if len(dims) != num_stages:
+        raise ValueError(f'MSVMamba: dims {dims} must give one width per stage '
+                         f'({num_stages} stages from depths)')
+    return dims
+
+
+@MODELS.register_module()
+class MSVMamba(SSMBackbone):
+    """MSVMamba backbone (official ``MM_VSSM`` with the multi-scale options).
+
+    Returns a list of ``len(out_indices)`` maps in stage order, stage ``i`` being
+    (B, C_i, H_i, W_i) with C_i = dims * 2**i, H_0 = floor(H / patch_size) and
+    H_{i+1} = ceil(H_i / 2): the stage's block output before its downsample,
+    normalised by ``outnorm{i}``. With
+    ``out_indices=()`` the forward returns the last stage's un-normalised features
+    channels-last (B, H_3, W_3, C_3), as the official wrapper does.
+
+    Presets (``arch``): ``'nano'`` (dims 48, depths 1-2-5-2), ``'micro'`` (64,
+    1-2-5-2), ``'tiny'`` (96, 1-2-9-2). A dict needs ``dims`` (int base width or one
+    width per stage) and ``depths``; optional ``d_state`` (1, or ``'auto'`` for
+    ceil(C/6)), ``ssm_ratio`` (2.0), ``dt_rank`` (``'auto'`` = ceil(C/16), or int),
+    ``use_se`` (True), ``conv_bias`` (True).
+
+    Args:
+        arch (str | dict): preset name or settings dict.
+        in_channels (int): image channels.
+        patch_size (int): stem conv kernel and stride.
+        out_indices (Sequence[int]): stages whose outputs are returned.
+        drop_path_rate (float): stochastic depth, linear over all blocks. The
+            default 0.2 is what every official detection config really uses (inherited
+            from the Swin base config) and the segmentation Tiny one; the official
+            segmentation Nano/Micro configs inherit 0.3.
+        ffn_drop_rate (float): ConvFFN dropout (0 in every official config).
+        ssm_drop_rate (float): MS2D output dropout.
+        frozen_stages (int): freeze the stem and stages ``0..frozen_stages``
+            (with their downsample and out-norm); -1 freezes nothing.
+        norm_eval (bool): keep BatchNorm layers in eval mode (there are none here;
+            kept for interface compatibility).
+        with_cp (bool): activation checkpointing per block.
+        init_cfg (dict | list, optional): e.g. ``dict(type='Pretrained',
+            checkpoint=PATH)`` with an official or mmssm checkpoint.
+    """
+    family = 'msvmamba'
+    arch_settings = {
+        'nano': dict(dims=48, depths=(1, 2, 5, 2)),
+        'micro': dict(dims=64, depths=(1, 2, 5, 2)),
+        'tiny': dict(dims=96, depths=(1, 2, 9, 2)),
+    }
+    arch_defaults = dict(d_state=1, ssm_ratio=2.0, dt_rank='auto', use_se=True,
+                         conv_bias=True)
+
+    def __init__(self,
+                 arch: Union[str, Mapping[str, Any]] = 'tiny',
+                 in_channels: int = 3,
+                 patch_size: int = 4,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.2,
+                 ffn_drop_rate: float = 0.0,
+                 ssm_drop_rate: float = 0.0,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         init_cfg=init_cfg)
+        settings = {**self.arch_defaults,
+                    **resolve_arch(arch, self.arch_settings, ('dims', 'depths'),
+                                   'MSVMamba', optional=self.arch_defaults)}
+        depths = [int(d) for d in settings['depths']]
+        if not depths or min(depths) < 1:
+            raise ValueError(f'MSVMamba: depths must be positive, got {depths}')
+        num_stages = len(depths)
+        self.arch = settings
+        self.depths = depths
+        self.dims = stage_widths(settings['dims'], num_stages)
+        self.num_stages = num_stages
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.with_cp = with_cp
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        self.out_indices = tuple(sorted(set(
+            check_out_indices(out_indices, num_stages, 'MSVMamba'))))
+        if not -1 <= frozen_stages < num_stages:
+            raise ValueError(f'MSVMamba: frozen_stages must be in [-1, {num_stages - 1}], '
+                             f'got {frozen_stages}')
+
+        # Official indices: patch_embed.0 conv, .1 to channels-last, .2 LayerNorm.
+        self.patch_embed = nn.Sequential(
+            nn.Conv2d(in_channels, self.dims[0], patch_size, stride=patch_size),
+            ToChannelsLast(), nn.LayerNorm(self.dims[0], eps=LN_EPS))
+        rates = drop_path_rates(drop_path_rate, depths)
+        self.layers = nn.ModuleList()
+        for i, (dim, depth) in enumerate(zip(self.dims, depths)):
+            d_inner = int(settings['ssm_ratio'] * dim)
+            d_state = settings['d_state']
+            d_state = math.ceil(dim / 6) if d_state == 'auto' else int(d_state)
+            dt_rank = settings['dt_rank']
+            dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
+            first = sum(depths[:i])
+            blocks = nn.Sequential(*[
+                MSVSSBlock(dim, d_inner, d_state, dt_rank, drop_path=rates[first + j],
+                           conv_bias=settings['conv_bias'], use_se=settings['use_se'],
+                           ffn_drop=ffn_drop_rate, ssm_drop=ssm_drop_rate)
+                for j in range(depth)
+            ])
+            downsample = (PatchMerging2D(dim, self.dims[i + 1], eps=LN_EPS)
+                          if i < num_stages - 1 else nn.Identity())
+            self.layers.append(nn.Sequential(OrderedDict(blocks=blocks,
+                                                         downsample=downsample)))
+        for i in self.out_indices:
+            self.add_module(f'outnorm{i}', nn.LayerNorm(self.dims[i], eps=LN_EPS))
+
+        self._init_linear_layers()
+        self._freeze_stages()
+
+    def _init_linear_layers(self) -> None:
+        """From-scratch init as in the official model: every nn.Linear gets
+        trunc_normal(std 0.02) and zero bias (the SSM parameters keep their own init)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def frozen_modules(self) -> List[nn.Module]:
+        modules = [self.patch_embed]
+        for i in range(self.frozen_stages + 1):
+            modules.append(self.layers[i])
+            if i in self.out_indices:
+                modules.append(getattr(self, f'outnorm{i}'))
+        return modules
+
+    def output_shapes(self, height: int, width: int) -> List[Tuple[int, int, int]]:
+        """(C_i, H_i, W_i) of every stage for an input of ``height`` x ``width``."""
+        h, w = height // self.patch_size, width // self.patch_size
+        shapes = []
+        for dim in self.dims:
+            shapes.append((dim, h, w))
+            h, w = -(-h // 2), -(-w // 2)
+        return shapes
+
+    def forward(self, x: Tensor) -> Union[List[Tensor], Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'MSVMamba expects images (B, {self.in_channels}, H, W), '
+                             f'got {tuple(x.shape)}')
+        if x.shape[2] < self.patch_size or x.shape[3] < self.patch_size:
+            raise ValueError(f'MSVMamba: input {tuple(x.shape)} is smaller than the '
+                             f'{self.patch_size}x{self.patch_size} patch')
+        x = self.patch_embed(x)
+        outs = []
+        for i, layer in enumerate(self.layers):
+            stage_out = run_sequential(layer.blocks, x, self.with_cp)
+            x = layer.downsample(stage_out)
+            if i in self.out_indices:
+                out = getattr(self, f'outnorm{i}')(stage_out)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        if not self.out_indices:
+            return x
+        return outs
