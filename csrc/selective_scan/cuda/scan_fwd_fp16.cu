@@ -1,0 +1,11 @@
+// Forward selective-scan kernels for __half inputs. One translation unit per
+// (direction, dtype) keeps each nvcc job small and lets the six compile in parallel.
+#include "scan_fwd.cuh"
+
+namespace mmssm {
+namespace cuda_scan {
+
+template int launch_selective_scan_fwd<__half>(const SelectiveScanFwdParams&, void*, Tier);
+
+}  // namespace cuda_scan
+}  // namespace mmssm
