@@ -64,9 +64,25 @@ _NUMPY_GLOBALS = (
     ('numpy', 'dtype'), ('numpy', 'ndarray'),
 )
 KNOWN_UPSTREAM_GLOBALS = _MAPPING_GLOBALS + _OBJECT_GLOBALS + tuple(
-    f'{m}.{n}' for m, n in _NUMPY_GLOBALS)
+    f'{m}.{n}' for m, n in _NUMPY_GLOBALS) + ('builtins.getattr', )
 
 _GLOBAL_RE = re.compile(r'GLOBAL ([\w.]+)')
+
+
+def _inert_getattr(obj, name):
+    """Stand-in for ``builtins.getattr`` during safe loading.
+
+    mmengine's ``HistoryBuffer`` (in every full mmengine checkpoint's ``message_hub``)
+    pickles its statistics methods as ``getattr(HistoryBuffer, 'min')``. Only attribute
+    look-ups on the inert stand-ins are answered, with a descriptive string; anything
+    else is refused, since a real getattr on an allow-listed object could reach methods
+    with side effects (e.g. ``ndarray.tofile``).
+    """
+    owner = obj if isinstance(obj, type) else type(obj)
+    if issubclass(owner, OpaqueObject) and isinstance(name, str):
+        return f'<{owner.__name__}.{name}>'
+    raise RuntimeError(f'checkpoint asks for getattr({owner.__name__}, {name!r}); only '
+                       'attributes of allow-listed upstream objects are resolved')
 
 
 def _allow_list():
@@ -74,6 +90,7 @@ def _allow_list():
     allow += [(type(name.rsplit('.', 1)[-1], (OpaqueObject, ), {}), name)
               for name in _OBJECT_GLOBALS]
     allow.append((set, 'builtins.set'))
+    allow.append((_inert_getattr, 'builtins.getattr'))
     try:
         import numpy as np
         for module, attr in _NUMPY_GLOBALS:

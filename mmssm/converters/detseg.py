@@ -190,24 +190,30 @@ def _check_task(task: str, state_dict: Mapping[str, Tensor], layout: str) -> Non
 
 
 # --------------------------------------------------------------------------- detectron2
-# (pattern, replacement) on detectron2 names; ``{norm}`` is the norm layer's name in the
-# target mmcv ConvModule (``ln`` for LN2d, ``gn``, ``bn``), resolved from the model.
+# (pattern, replacement) on detectron2 names. A replacement with ``\1`` is a regex
+# template; a bare word names a rule of :func:`_d2_head_key`, which needs the target
+# model's keys (the norm sub-module name of an mmcv ConvModule -- ``ln`` for LN2d, ``gn``,
+# ``bn`` -- and the number of cascade stages).
+_FIELD = r'(weight|bias)'
+_NORM_FIELD = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
+_STAGE = r'(?:(\d+)\.)?'
 DETECTRON2_RULES = (
-    (r'proposal_generator\.rpn_head\.conv\.conv(\d+)\.(weight|bias)', r'rpn_head.rpn_conv.\1.conv.\2'),
-    (r'proposal_generator\.rpn_head\.conv\.(weight|bias)', r'rpn_head.rpn_conv.\1'),
-    (r'proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)', r'rpn_head.rpn_cls.\1'),
-    (r'proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)', r'rpn_head.rpn_reg.\1'),
+    (r'proposal_generator\.rpn_head\.conv\.conv(\d+)\.' + _FIELD,
+     r'rpn_head.rpn_conv.\1.conv.\2'),
+    (r'proposal_generator\.rpn_head\.conv\.' + _FIELD, r'rpn_head.rpn_conv.\1'),
+    (r'proposal_generator\.rpn_head\.objectness_logits\.' + _FIELD, r'rpn_head.rpn_cls.\1'),
+    (r'proposal_generator\.rpn_head\.anchor_deltas\.' + _FIELD, r'rpn_head.rpn_reg.\1'),
     # box heads: convK (+ convK.norm) -> shared_convs.K-1.{conv,<norm>}; fcK -> shared_fcs.K-1
-    (r'roi_heads\.box_head\.(?:(\d+)\.)?conv(\d+)\.(weight|bias)', 'bbox_conv'),
-    (r'roi_heads\.box_head\.(?:(\d+)\.)?conv(\d+)\.norm\.(weight|bias|running_mean|running_var|num_batches_tracked)', 'bbox_conv_norm'),
-    (r'roi_heads\.box_head\.(?:(\d+)\.)?fc(\d+)\.(weight|bias)', 'bbox_fc'),
-    (r'roi_heads\.box_predictor\.(?:(\d+)\.)?cls_score\.(weight|bias)', 'bbox_cls'),
-    (r'roi_heads\.box_predictor\.(?:(\d+)\.)?bbox_pred\.(weight|bias)', 'bbox_reg'),
+    (r'roi_heads\.box_head\.' + _STAGE + r'conv(\d+)\.' + _FIELD, 'bbox_conv'),
+    (r'roi_heads\.box_head\.' + _STAGE + r'conv(\d+)\.norm\.' + _NORM_FIELD, 'bbox_conv_norm'),
+    (r'roi_heads\.box_head\.' + _STAGE + r'fc(\d+)\.' + _FIELD, 'bbox_fc'),
+    (r'roi_heads\.box_predictor\.' + _STAGE + r'cls_score\.' + _FIELD, 'bbox_cls'),
+    (r'roi_heads\.box_predictor\.' + _STAGE + r'bbox_pred\.' + _FIELD, 'bbox_reg'),
     # mask head: mask_fcnK -> convs.K-1, deconv -> upsample, predictor -> conv_logits
-    (r'roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)', 'mask_conv'),
-    (r'roi_heads\.mask_head\.mask_fcn(\d+)\.norm\.(weight|bias|running_mean|running_var|num_batches_tracked)', 'mask_conv_norm'),
-    (r'roi_heads\.mask_head\.deconv\.(weight|bias)', 'mask_upsample'),
-    (r'roi_heads\.mask_head\.predictor\.(weight|bias)', 'mask_logits'),
+    (r'roi_heads\.mask_head\.mask_fcn(\d+)\.' + _FIELD, 'mask_conv'),
+    (r'roi_heads\.mask_head\.mask_fcn(\d+)\.norm\.' + _NORM_FIELD, 'mask_conv_norm'),
+    (r'roi_heads\.mask_head\.deconv\.' + _FIELD, 'mask_upsample'),
+    (r'roi_heads\.mask_head\.predictor\.' + _FIELD, 'mask_logits'),
 )
 _D2_RULES = tuple((re.compile(p + '$'), r) for p, r in DETECTRON2_RULES)
 _SIMFP = re.compile(r'^backbone\.simfp_(\d+)\.(\d+)\.(.+)$')
@@ -397,7 +403,8 @@ def convert_detseg(family: str, task: str, checkpoint: Any,
     if isinstance(checkpoint, Mapping):
         inner = next((c for c in ('state_dict', 'model', 'net', 'module')
                       if isinstance(checkpoint.get(c), Mapping)), None)
-        report.entries_dropped = [str(k) for k in checkpoint if k != inner]
+        report.entries_dropped = [str(k) for k, v in checkpoint.items()
+                                  if k != inner and not isinstance(v, Tensor)]
     backbone, rest = _split_backbone(state_dict, layout)
     out = _convert_backbone(family, backbone, report)
 
@@ -517,19 +524,23 @@ def candidate_configs(family: str, kind: Optional[str], task: str,
     return found
 
 
+# File-name tokens that tell configs of one architecture apart: schedule and input size.
+HINT_TOKENS = ('1x', '3x', '320', '512')
+
+
 def _tokens(text: str) -> set:
     return {t for t in re.split(r'[^a-z0-9]+', text.lower()) if t}
 
 
 def rank_configs(paths: Sequence[str], source_name: str) -> List[str]:
-    """Order candidates by how many name tokens they share with the source file (e.g.
-    ``ms``/``3x``/``512``), then plain schedules (1x) before longer ones, then by name."""
-    hint = _tokens(osp.splitext(osp.basename(source_name))[0])
+    """Order candidates: those sharing a schedule / input-size token (``3x``, ``512``)
+    with the source file name first, then 1x before longer schedules, then by name."""
+    hint = _tokens(osp.basename(source_name)) & set(HINT_TOKENS)
 
     def key(path):
         stem = osp.splitext(osp.basename(path))[0]
-        tokens = _tokens(stem)
-        return (-len(tokens & hint), len(tokens - hint), stem)
+        tokens = _tokens(stem) & set(HINT_TOKENS)
+        return (-len(tokens & hint), len(tokens - hint - {'1x'}), stem)
 
     return sorted(paths, key=key)
 
@@ -545,14 +556,21 @@ def infer_config(family: str, task: str, state_dict: Mapping[str, Tensor],
             + (f' and head type {kind!r}' if kind else '') + '; pass --config')
     backbone_sd = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items()
                               if k.startswith('backbone.'))
-    tried = []
+    tried, built = [], {}
     for path in rank_configs(candidates, source_name):
         cfg = load_model_config(path)
         if _family_of_backbone_type(cfg.model.backbone.get('type', '')) != family:
             continue
-        backbone = build_from_config(cfg, 'backbone')
-        adapted = prepare_backbone(family, backbone, OrderedDict(
-            ('backbone.' + k, v) for k, v in backbone_sd.items()))
+        signature = repr(cfg.model.backbone)  # 1x / 3x configs share the backbone
+        if signature not in built:
+            built[signature] = build_from_config(cfg, 'backbone')
+        backbone = built[signature]
+        try:
+            adapted = prepare_backbone(family, backbone, OrderedDict(
+                ('backbone.' + k, v) for k, v in backbone_sd.items()))
+        except (ValueError, KeyError, RuntimeError, NotImplementedError) as err:
+            tried.append(f'{osp.basename(path)} ({err})')
+            continue
         adapted = OrderedDict((k[len('backbone.'):], v) for k, v in adapted.items())
         missing, unexpected, mismatched = strict_diff(backbone, adapted)
         missing = [k for k in missing if not (family == 'vim' and k.startswith('norm_f.'))]
@@ -591,7 +609,12 @@ def convert_file(src: str, dst: str, family: str, task: str,
     target = list(model.state_dict())
     if report.layout == 'detectron2':  # names of norms / cascade stages come from the model
         state_dict, report = convert_detseg(family, task, contents, target)
-    state_dict = prepare_backbone(family, model.backbone, state_dict)
+    try:
+        state_dict = prepare_backbone(family, model.backbone, state_dict)
+    except (ValueError, KeyError, RuntimeError, NotImplementedError) as err:
+        raise ConversionError(f'the backbone tensors do not fit the '
+                              f'{type(model.backbone).__name__} of {config}: {err}. '
+                              'Wrong --config / variant?') from err
     fill_unused(family, model, state_dict, report)
     report.config = config
     report.model = f'{type(model).__name__} with {type(model.backbone).__name__}'
@@ -649,7 +672,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = convert_file(args.src, args.dst, args.family, args.task, args.config,
                               args.trust_pickle, args.config_dir)
-    except (ConversionError, FileNotFoundError, RuntimeError) as err:
+    except (ConversionError, FileNotFoundError, RuntimeError, ValueError, KeyError) as err:
         print(f'official_to_mmssm: refused: {err}', file=sys.stderr)
         return 1
     print(report.summary())

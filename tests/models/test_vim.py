@@ -331,7 +331,7 @@ def test_rope_tables_for_other_grids_and_class_token():
     assert torch.equal(c[3], torch.ones(8)) and torch.equal(s[3], torch.zeros(8))
     assert torch.equal(c[:3], rope.freqs_cos[:3]) and torch.equal(c[4:], rope.freqs_cos[3:])
     x = torch.randn(2, 7, 8)
-    assert torch.equal(VisionRope.apply(x, c, s)[:, 3], x[:, 3])
+    assert torch.equal(VisionRope.rotate(x, c, s)[:, 3], x[:, 3])
     # a rope model runs at another size, with a class token
     model = Vim(arch=SMALL, img_size=64, use_rope=True, rope_residual=True).eval()
     with torch.no_grad():

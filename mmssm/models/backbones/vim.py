@@ -199,7 +199,8 @@ class VisionRope(nn.Module):
         return cos, sin
 
     @staticmethod
-    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        # not named `apply`: that would shadow nn.Module.apply (model.to() walks it)
         return x * cos + rotate_pairs(x) * sin
 
     def extra_repr(self) -> str:
@@ -761,9 +762,9 @@ class Vim(SSMBackbone):
         residual = None
         for i, layer in enumerate(self.layers[:last_block + 1]):
             if self.rope is not None:
-                hidden = VisionRope.apply(hidden, cos, sin)
+                hidden = VisionRope.rotate(hidden, cos, sin)
                 if residual is not None and self.rope_residual:
-                    residual = VisionRope.apply(residual, cos, sin)
+                    residual = VisionRope.rotate(residual, cos, sin)
             if residual_features and i == last_block and not need_last:
                 # Only the stream after block i - 1 is needed: block i's add.
                 residual = layer.add_residual(hidden, residual)[1]
