@@ -1,0 +1,75 @@
+# Demo: UperNet + MSVMamba from scratch on the embedded shapes data set (data/demo/ade,
+# tools/make_demo_data.py: label 0 = unlabeled, 1 = background, 2..4 = circle, square,
+# triangle; reduce_zero_label gives 4 classes). configs/upernet_msvmamba_n_160k_ade20k.py
+# at a CPU-demo size: small explicit MSVMamba arch, thin heads, BN instead of SyncBN
+# (single process), 96x128 crops of the 160x120 images, short schedule.
+#   python tools/train.py configs/demo/upernet_msvmamba_demo.py
+_base_ = ['../upernet_msvmamba_n_160k_ade20k.py']
+
+data_root = 'data/demo/ade/'
+classes = ('background', 'circle', 'square', 'triangle')
+metainfo = dict(classes=classes,
+                palette=[[120, 120, 120], [220, 60, 50], [60, 170, 70], [60, 90, 220]])
+img_scale = (160, 120)  # (w, h): the images' own size
+crop_size = (96, 128)  # (h, w)
+max_iters = 300
+norm_cfg = dict(type='BN', requires_grad=True)
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(arch=dict(_delete_=True, dims=32, depths=(1, 1, 2, 1)),
+                  drop_path_rate=0.0, init_cfg=None),
+    decode_head=dict(in_channels=[32, 64, 128, 256], channels=64,
+                     num_classes=len(classes), norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=128, channels=32, num_classes=len(classes),
+                        norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.9),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+dataset_common = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
+                      img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=train_pipeline,
+        **dataset_common))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        data_prefix=dict(img_path='images/validation',
+                         seg_map_path='annotations/validation'),
+        pipeline=test_pipeline,
+        **dataset_common))
+test_dataloader = val_dataloader
+
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
+]
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                    max_keep_ckpts=1))
+randomness = dict(seed=0, deterministic=False)

@@ -1,0 +1,136 @@
+"""Config handling shared by ``tools/train.py`` and ``tools/test.py``.
+
+One pair of scripts serves mmdet, mmseg and mmpretrain configs: mmengine's Runner is
+task-agnostic once the config carries its ``default_scope`` and mmssm is imported.
+"""
+import os
+import os.path as osp
+from typing import Iterable, List, Optional, Tuple
+
+from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
+
+TASK_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config, merge ``--cfg-options`` and make sure mmssm is imported."""
+    import mmssm  # noqa: F401  (registers our models, applies compat shims)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path!r}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    imports = cfg.get('custom_imports', dict(imports=[])).get('imports', [])
+    if isinstance(imports, str):
+        imports = [imports]
+    if 'mmssm' not in imports:
+        cfg.custom_imports = dict(imports=list(imports) + ['mmssm'],
+                                  allow_failed_imports=False)
+    return cfg
+
+
+def task_scope(cfg: Config) -> str:
+    scope = cfg.get('default_scope')
+    if scope not in TASK_SCOPES:
+        raise ValueError(f'config default_scope is {scope!r}; mmssm tools run configs of '
+                         f'{TASK_SCOPES} (inherit their default_runtime.py)')
+    return scope
+
+
+def _dataset_paths(dataset: dict) -> Iterable[Tuple[str, str]]:
+    """(description, path) pairs a dataset config needs on disk."""
+    if not isinstance(dataset, dict):
+        return
+    if dataset.get('type') in ('ConcatDataset', ) and 'datasets' in dataset:
+        for sub in dataset['datasets']:
+            yield from _dataset_paths(sub)
+        return
+    if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, MultiImageMixDataset
+        yield from _dataset_paths(dataset['dataset'])
+        return
+    root = dataset.get('data_root') or ''
+    if root:
+        yield 'data_root', root
+    ann = dataset.get('ann_file')
+    if ann:
+        yield 'ann_file', ann if osp.isabs(ann) or not root else osp.join(root, ann)
+    prefix = dataset.get('data_prefix') or {}
+    for key, value in prefix.items() if isinstance(prefix, dict) else ():
+        if value:
+            yield f'data_prefix.{key}', value if osp.isabs(value) or not root else osp.join(
+                root, value)
+
+
+def check_data_paths(cfg: Config, loaders: Iterable[str]) -> None:
+    """Fail early, naming the dataloader and field, when dataset files are missing."""
+    problems: List[str] = []
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg:
+            continue
+        for what, path in _dataset_paths(loader_cfg.get('dataset', {})):
+            if not osp.exists(path):
+                problems.append(f'{loader}.dataset.{what}: {path!r} does not exist')
+    if problems:
+        raise FileNotFoundError(
+            'dataset files are missing:\n  ' + '\n  '.join(problems) +
+            '\nPrepare the dataset as described in docs/getting_started.md, or point the '
+            "config at it with --cfg-options (e.g. train_dataloader.dataset.data_root=...). "
+            'For a quick start use the embedded demo data: make demo.')
+
+
+def default_work_dir(config_path: str) -> str:
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def enable_amp(cfg: Config) -> None:
+    """Mixed precision through mmengine's AmpOptimWrapper (dynamic loss scale)."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        return
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def set_launcher_env(launcher: str, local_rank: Optional[int]) -> None:
+    if launcher != 'none' and 'LOCAL_RANK' not in os.environ and local_rank is not None:
+        os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Make ``--launcher pytorch`` work without CUDA (e.g. ``torchrun --nproc_per_node 2``
+    on a CPU machine). Returns True if it changed anything.
+
+    mmengine 0.10.7 cannot do it alone: its ``init_dist`` calls
+    ``torch.cuda.set_device`` (an AttributeError on CPU-only torch), its default backend
+    'nccl' needs GPUs, and it wraps the model in DistributedDataParallel with
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. So, when CUDA is
+    unavailable: the backend becomes 'gloo' (unless the config names one that is not
+    'nccl'), the process group is initialised here from torchrun's environment (the
+    Runner then sees it initialised and skips ``init_dist``), and the model wrapper gets
+    ``device_ids=None``.
+    """
+    import torch
+    if launcher != 'pytorch' or torch.cuda.is_available():
+        return False
+    import torch.distributed as dist
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK')
+               if k not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher pytorch needs the torchrun environment; missing '
+                           f'{missing} (start with torchrun or tools/dist_train.sh)')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    if not dist.is_initialized():
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        dist.init_process_group(backend=dist_cfg['backend'], **kwargs)
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.setdefault('device_ids', None)  # a value in the cfg beats the Runner's default
+    cfg.model_wrapper_cfg = wrapper
+    return True
