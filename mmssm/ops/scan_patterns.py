@@ -18,13 +18,23 @@ core:
 :func:`scan_gather` reads a map into the (B, K, C, L') scan layout and
 :func:`scan_merge` is its exact adjoint (scatter-add back to pixels), so autograd of
 one is the other.
+
+Backends: for CUDA tensors (fp32/fp16/bf16) both run as single fused Triton kernels
+(:mod:`mmssm.ops.scan_patterns_triton`) when ``triton`` is importable; everywhere else,
+or with the environment variable ``MMSSM_DISABLE_TRITON=1``, they use the PyTorch
+index_select / index_add path below. ``backend='torch'`` / ``'triton'`` forces one.
 """
+import os
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
 Tensor = torch.Tensor
+
+SCAN_BACKENDS = ('torch', 'triton')
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_triton_module = None  # the imported kernels module, or the error importing it raised
 
 
 def _check_size(h: int, w: int) -> None:
@@ -62,9 +72,22 @@ def _cpu_index(kind: str, h: int, w: int) -> Tensor:
     raise KeyError(kind)
 
 
+@lru_cache(maxsize=256)
+def _device_index(kind: str, h: int, w: int, device: torch.device) -> Tensor:
+    return _cpu_index(kind, h, w).to(device)
+
+
 def _index(kind: str, h: int, w: int, device) -> Tensor:
-    index = _cpu_index(kind, int(h), int(w))
-    return index if device is None else index.to(device)
+    # Cached per device too: no host-to-device copy per call, and the same tensor on
+    # every call lets the Triton path reuse its per-index metadata.
+    if device is None:
+        return _cpu_index(kind, int(h), int(w))
+    device = torch.device(device)
+    if device.type == 'cpu':
+        return _cpu_index(kind, int(h), int(w))
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    return _device_index(kind, int(h), int(w), device)
 
 
 def row_major_index(h: int, w: int, device=None) -> Tensor:
@@ -98,16 +121,56 @@ def multiscale_low_index(h: int, w: int, device=None) -> Tensor:
     return _index('multiscale_low', h, w, device)
 
 
-def scan_gather(x: Tensor, index: Tensor) -> Tensor:
+def _triton_kernels():
+    """The Triton kernels module, or None if triton cannot be imported."""
+    global _triton_module
+    if _triton_module is None:
+        try:
+            from . import scan_patterns_triton
+            _triton_module = scan_patterns_triton
+        except Exception as err:  # noqa: BLE001 - no triton, or a broken install
+            _triton_module = err
+    return None if isinstance(_triton_module, Exception) else _triton_module
+
+
+def resolve_scan_backend(t: Tensor, backend: Optional[str] = None) -> str:
+    """``'triton'`` or ``'torch'`` for a gather/merge on tensor ``t``.
+
+    ``backend=None``: Triton for CUDA tensors of dtype fp32/fp16/bf16 when triton is
+    importable and ``MMSSM_DISABLE_TRITON`` is not set to 1; torch otherwise.
+    ``'triton'`` raises a RuntimeError if triton cannot be imported.
+    """
+    if backend is None:
+        disabled = os.environ.get('MMSSM_DISABLE_TRITON', '0').lower() in ('1', 'true', 'yes')
+        if (disabled or not t.is_cuda or t.dtype not in _TRITON_DTYPES
+                or _triton_kernels() is None):
+            return 'torch'
+        return 'triton'
+    if backend not in SCAN_BACKENDS:
+        raise ValueError(f'scan pattern: unknown backend {backend!r}; choose one of '
+                         f'{SCAN_BACKENDS} or None')
+    if backend == 'triton' and _triton_kernels() is None:
+        raise RuntimeError(f'scan pattern: backend \'triton\' needs the triton package '
+                           f'({_triton_module}); install it or use backend=\'torch\'')
+    return backend
+
+
+def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Read a map into scan layout.
 
     Args:
-        x: (B, C, H, W) or (B, C, P) features.
+        x: (B, C, H, W) or (B, C, P) features (any strides, e.g. channels-last).
         index: (K, L') pixel indices into the flattened map, -1 for zero padding.
+        backend: None (Triton for CUDA tensors when available), 'torch' or 'triton'.
 
     Returns:
         (B, K, C, L') with ``out[b, k, c, l] = x_flat[b, c, index[k, l]]`` (0 for -1).
     """
+    if x.dim() < 3 or index.dim() != 2:
+        raise ValueError(f'scan_gather: x must be (B, C, H, W) or (B, C, P) and index '
+                         f'(K, L\'), got x {tuple(x.shape)} and index {tuple(index.shape)}')
+    if resolve_scan_backend(x, backend) == 'triton':
+        return _triton_kernels().triton_scan_gather(x, index)
     flat = x.flatten(2)
     batch, channels, pixels = flat.shape
     routes, length = index.shape
@@ -120,17 +183,23 @@ def scan_gather(x: Tensor, index: Tensor) -> Tensor:
     return out.transpose(1, 2)
 
 
-def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...]) -> Tensor:
+def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
+               backend: Optional[str] = None) -> Tensor:
     """Adjoint of :func:`scan_gather`: sum every route's output back onto its pixels.
 
     Args:
-        ys: (B, K, C, L') route outputs.
+        ys: (B, K, C, L') route outputs (any strides).
         index: (K, L') the map used by :func:`scan_gather`.
         size: spatial size of the result, ``(H, W)`` or ``(P,)``.
+        backend: None (Triton for CUDA tensors when available), 'torch' or 'triton'.
 
     Returns:
         (B, C, *size): ``y[b, c, p] = sum over (k, l) with index[k, l] == p``.
     """
+    if ys.dim() != 4:
+        raise ValueError(f'scan_merge: ys must be (B, K, C, L\'), got {tuple(ys.shape)}')
+    if resolve_scan_backend(ys, backend) == 'triton':
+        return _triton_kernels().triton_scan_merge(ys, index, tuple(size))
     batch, routes, channels, length = ys.shape
     if tuple(index.shape) != (routes, length):
         raise ValueError(f'scan_merge: ys has {routes} routes of length {length} but the '
