@@ -66,6 +66,10 @@ struct SelectiveScanFwdParams {
   void* chunk_states = nullptr;
   int64_t chunk_size = 0;
   int64_t n_chunks = 0;
+
+  // CPU backend only: OpenMP threads to use (<= 0: the OpenMP default). The binding
+  // passes torch.get_num_threads() so torch.set_num_threads() governs the kernel too.
+  int32_t num_threads = 0;
 };
 
 struct SelectiveScanBwdParams : SelectiveScanFwdParams {
@@ -86,6 +90,10 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
 };
 
 // CPU backend (cpu/*.cpp, OpenMP over (batch, channel)).
+// Its forward stores h at the end of every chunk of kCpuChunkSize steps in
+// `chunk_states` (when non-null), which its backward then uses instead of re-running the
+// recurrence from l = 0; a null `chunk_states` in the backward means "recompute".
+constexpr int64_t kCpuChunkSize = 64;
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
 

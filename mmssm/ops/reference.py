@@ -59,9 +59,12 @@ def selective_scan_reference(
 
     state = u.new_zeros(batch, dim, A.shape[1])
     ys = []
-    for t in range(seqlen):
-        state = decay[..., t] * state + drive[..., t]
-        ys.append((state * C[..., t]).sum(-1))
+    # Split the time axis once: indexing step t inside the loop would make autograd
+    # build a full-size gradient per step (quadratic backward in L).
+    steps = zip(decay.unbind(-1), drive.unbind(-1), C.unbind(-1))
+    for decay_t, drive_t, c_t in steps:
+        state = decay_t * state + drive_t
+        ys.append((state * c_t).sum(-1))
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
     if D is not None:
         y = y + D.to(acc)[None, :, None] * u

@@ -8,6 +8,7 @@ Backends:
 the environment variable ``MMSSM_SCAN_BACKEND`` names a backend (useful to run a whole
 model on the reference path for debugging).
 """
+import contextlib
 import os
 from typing import Optional, Tuple, Union
 
@@ -18,6 +19,7 @@ from .reference import selective_scan_reference
 Tensor = torch.Tensor
 
 BACKENDS = ('cuda', 'cpu', 'torch')
+_AUTOCAST_DEVICES = ('cpu', 'cuda')
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -65,7 +67,8 @@ def validate_inputs(u, delta, A, B, C, D, z, delta_bias) -> Tuple[Tensor, Tensor
         raise ValueError(f'selective_scan: A has shape {_shape(A)}; N must be >= 1')
 
     def as_grouped(name: str, t):
-        if isinstance(t, torch.Tensor) and t.dim() == 3:
+        if isinstance(t, torch.Tensor) and t.dim() == 3:  # (batch, N, L): one group
+            _check_tensor(name, t, (batch, dstate, seqlen), '(batch, N, L), i.e. G = 1')
             t = t.unsqueeze(1)
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             got = _shape(t) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -100,6 +103,23 @@ def validate_inputs(u, delta, A, B, C, D, z, delta_bias) -> Tuple[Tensor, Tensor
             raise ValueError(f'selective_scan: {name} is on {t.device} but u is on '
                              f'{u.device}; all inputs must be on one device')
     return B, C
+
+
+def _autocast_activations(u, delta, B, C, z):
+    """Under ``torch.autocast`` the activations may arrive in mixed dtypes (e.g. u from a
+    conv in bf16, delta from an fp32 op). Then they are all cast to the autocast dtype;
+    activations that already share one dtype run in that dtype. Weights (A, D,
+    delta_bias) are never cast: the kernels read them in the accumulation dtype."""
+    if (not isinstance(u, torch.Tensor) or u.device.type not in _AUTOCAST_DEVICES
+            or not torch.is_autocast_enabled(u.device.type)):
+        return u, delta, B, C, z
+    acts = [t for t in (u, delta, B, C, z) if isinstance(t, torch.Tensor)]
+    dtypes = {t.dtype for t in acts}
+    if len(dtypes) == 1 or not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+        return u, delta, B, C, z
+    target = torch.get_autocast_dtype(u.device.type)
+    return tuple(t.to(target) if isinstance(t, torch.Tensor) else t
+                 for t in (u, delta, B, C, z))
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -143,14 +163,22 @@ def selective_scan(
             (fp64 for fp64 input); it carries no gradient.
         backend: ``'cuda'``, ``'cpu'``, ``'torch'`` or None (by device).
 
+    Under ``torch.autocast`` the op runs in the activations' dtype; activations of
+    mixed dtypes are first cast to the autocast dtype. Accumulation is always fp32.
+
     Returns:
         ``out`` (batch, dim, L) in ``u.dtype``, or ``(out, last_state)``.
     """
+    u, delta, B, C, z = _autocast_activations(u, delta, B, C, z)
     B, C = validate_inputs(u, delta, A, B, C, D, z, delta_bias)
     backend = resolve_backend(backend, u.device)
-    if backend == 'torch':
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
-                                        delta_softplus, return_last_state)
-    from .kernels import selective_scan_kernel
-    return selective_scan_kernel(backend, u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus, return_last_state)
+    # The scan accumulates in fp32 itself; autocast must not re-cast anything inside.
+    no_autocast = (torch.autocast(device_type=u.device.type, enabled=False)
+                   if u.device.type in _AUTOCAST_DEVICES else contextlib.nullcontext())
+    with no_autocast:
+        if backend == 'torch':
+            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
+                                            delta_softplus, return_last_state)
+        from .kernels import selective_scan_kernel
+        return selective_scan_kernel(backend, u, delta, A, B, C, D, z, delta_bias,
+                                     delta_softplus, return_last_state)

@@ -1,0 +1,268 @@
+// torch binding of the CPU selective scan: mmssm._C.fwd / mmssm._C.bwd.
+//
+//   fwd(u, delta, A, B, C, D?, z?, delta_bias?, delta_softplus)
+//       -> [out, last_state, chunk_states]
+//   bwd(u, delta, A, B, C, D?, z?, delta_bias?, dout, chunk_states, delta_softplus)
+//       -> [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]   (None for absent optionals)
+//
+// u, delta, z, dout: (batch, dim, L); B, C: (batch, G, N, L); one input dtype
+// (fp32 / fp16 / bf16 / fp64). A (dim, N), D and delta_bias (dim,) in the accumulation
+// dtype (fp32, fp64 for fp64 inputs). Tensors whose last axis is not contiguous are
+// copied; everything else is checked and rejected with a message naming the argument.
+// chunk_states: (batch, dim, ceil(L / 64), N) accumulation dtype, the state after every
+// 64-step chunk; bwd also accepts None or an empty tensor (then it recomputes them).
+#include <torch/extension.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "scan.h"
+
+namespace {
+
+using at::Tensor;
+
+std::string shape_str(const Tensor& t) {
+  std::string s = "(";
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    s += std::to_string(t.size(i));
+    if (i + 1 < t.dim()) s += ", ";
+  }
+  if (t.dim() == 1) s += ",";
+  return s + ")";
+}
+
+std::string expected_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    s += std::to_string(shape[i]);
+    if (i + 1 < shape.size()) s += ", ";
+  }
+  if (shape.size() == 1) s += ",";
+  return s + ")";
+}
+
+void check_tensor(const Tensor& t, const char* name, const std::vector<int64_t>& shape,
+                  at::ScalarType dtype, const char* dtype_rule) {
+  TORCH_CHECK(t.defined(), "selective_scan cpu: ", name, " is undefined");
+  TORCH_CHECK(t.device().is_cpu(), "selective_scan cpu: ", name,
+              " must be a CPU tensor, got device ", t.device());
+  TORCH_CHECK(t.dim() == static_cast<int64_t>(shape.size()) &&
+                  t.sizes() == at::IntArrayRef(shape),
+              "selective_scan cpu: ", name, " has shape ", shape_str(t), ", expected ",
+              expected_str(shape));
+  TORCH_CHECK(t.scalar_type() == dtype, "selective_scan cpu: ", name, " has dtype ",
+              t.scalar_type(), ", expected ", dtype, " (", dtype_rule, ")");
+}
+
+// Last axis contiguous (copy otherwise); other strides are passed to the kernel.
+Tensor last_dim_contiguous(const Tensor& t) {
+  return (t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+}
+
+mmssm::ScanDType scan_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return mmssm::ScanDType::kFloat32;
+    case at::kHalf: return mmssm::ScanDType::kFloat16;
+    case at::kBFloat16: return mmssm::ScanDType::kBFloat16;
+    case at::kDouble: return mmssm::ScanDType::kFloat64;
+    default:
+      TORCH_CHECK(false, "selective_scan cpu: u has dtype ", t,
+                  "; supported: float32, float16, bfloat16, float64");
+  }
+  return mmssm::ScanDType::kFloat32;
+}
+
+struct Checked {
+  Tensor u, delta, A, B, C, D, z, delta_bias;
+  int64_t batch, dim, seqlen, dstate, groups;
+  at::ScalarType in_type, acc_type;
+};
+
+Checked check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                     const Tensor& C, const std::optional<Tensor>& D,
+                     const std::optional<Tensor>& z,
+                     const std::optional<Tensor>& delta_bias) {
+  TORCH_CHECK(u.defined() && u.dim() == 3, "selective_scan cpu: u must be (batch, dim, L), ",
+              "got shape ", u.defined() ? shape_str(u) : std::string("undefined"));
+  TORCH_CHECK(u.device().is_cpu(), "selective_scan cpu: u must be a CPU tensor, got device ",
+              u.device());
+  Checked c;
+  c.in_type = u.scalar_type();
+  scan_dtype(c.in_type);
+  c.acc_type = c.in_type == at::kDouble ? at::kDouble : at::kFloat;
+  c.batch = u.size(0);
+  c.dim = u.size(1);
+  c.seqlen = u.size(2);
+  TORCH_CHECK(A.defined() && A.dim() == 2, "selective_scan cpu: A must be (dim, N), got ",
+              A.defined() ? shape_str(A) : std::string("undefined"));
+  c.dstate = A.size(1);
+  TORCH_CHECK(c.dstate >= 1, "selective_scan cpu: A has shape ", shape_str(A),
+              "; N must be >= 1");
+  TORCH_CHECK(B.defined() && B.dim() == 4, "selective_scan cpu: B must be (batch, G, N, L), got ",
+              B.defined() ? shape_str(B) : std::string("undefined"));
+  c.groups = B.size(1);
+  TORCH_CHECK(c.groups >= 1 && c.dim % c.groups == 0, "selective_scan cpu: dim=", c.dim,
+              " (u ", shape_str(u), ") is not divisible by the number of groups G=",
+              c.groups, " (B ", shape_str(B), ")");
+
+  const char* input_rule = "u, delta, B, C, z and dout share u's dtype";
+  const char* weight_rule = "A, D and delta_bias use float32 (float64 for float64 inputs)";
+  const std::vector<int64_t> act = {c.batch, c.dim, c.seqlen};
+  const std::vector<int64_t> grouped = {c.batch, c.groups, c.dstate, c.seqlen};
+  check_tensor(delta, "delta", act, c.in_type, input_rule);
+  check_tensor(A, "A", {c.dim, c.dstate}, c.acc_type, weight_rule);
+  check_tensor(B, "B", grouped, c.in_type, input_rule);
+  check_tensor(C, "C", grouped, c.in_type, input_rule);
+  c.u = last_dim_contiguous(u);
+  c.delta = last_dim_contiguous(delta);
+  c.B = last_dim_contiguous(B);
+  c.C = last_dim_contiguous(C);
+  c.A = A.contiguous();
+  if (D.has_value() && D->defined()) {
+    check_tensor(*D, "D", {c.dim}, c.acc_type, weight_rule);
+    c.D = D->contiguous();
+  }
+  if (z.has_value() && z->defined()) {
+    check_tensor(*z, "z", act, c.in_type, input_rule);
+    c.z = last_dim_contiguous(*z);
+  }
+  if (delta_bias.has_value() && delta_bias->defined()) {
+    check_tensor(*delta_bias, "delta_bias", {c.dim}, c.acc_type, weight_rule);
+    c.delta_bias = delta_bias->contiguous();
+  }
+  return c;
+}
+
+int64_t n_chunks_for(int64_t seqlen) {
+  return (seqlen + mmssm::kCpuChunkSize - 1) / mmssm::kCpuChunkSize;
+}
+
+void fill_params(mmssm::SelectiveScanFwdParams& p, const Checked& c, bool delta_softplus) {
+  p.batch = c.batch;
+  p.dim = c.dim;
+  p.seqlen = c.seqlen;
+  p.dstate = c.dstate;
+  p.n_groups = c.groups;
+  p.input_type = scan_dtype(c.in_type);
+  p.delta_softplus = delta_softplus;
+  p.u = c.u.data_ptr();
+  p.u_batch_stride = c.u.stride(0);
+  p.u_dim_stride = c.u.stride(1);
+  p.delta = c.delta.data_ptr();
+  p.delta_batch_stride = c.delta.stride(0);
+  p.delta_dim_stride = c.delta.stride(1);
+  if (c.z.defined()) {
+    p.z = c.z.data_ptr();
+    p.z_batch_stride = c.z.stride(0);
+    p.z_dim_stride = c.z.stride(1);
+  }
+  p.B = c.B.data_ptr();
+  p.B_batch_stride = c.B.stride(0);
+  p.B_group_stride = c.B.stride(1);
+  p.B_dstate_stride = c.B.stride(2);
+  p.C = c.C.data_ptr();
+  p.C_batch_stride = c.C.stride(0);
+  p.C_group_stride = c.C.stride(1);
+  p.C_dstate_stride = c.C.stride(2);
+  p.A = c.A.data_ptr();
+  p.D = c.D.defined() ? c.D.data_ptr() : nullptr;
+  p.delta_bias = c.delta_bias.defined() ? c.delta_bias.data_ptr() : nullptr;
+  p.chunk_size = mmssm::kCpuChunkSize;
+  p.n_chunks = n_chunks_for(c.seqlen);
+  p.num_threads = at::get_num_threads();
+}
+
+std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
+                        const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
+                        const std::optional<Tensor>& z,
+                        const std::optional<Tensor>& delta_bias, bool delta_softplus) {
+  Checked c = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  auto acc_opts = u.options().dtype(c.acc_type);
+  Tensor out = at::empty({c.batch, c.dim, c.seqlen}, u.options().dtype(c.in_type));
+  Tensor last_state = at::zeros({c.batch, c.dim, c.dstate}, acc_opts);
+  Tensor chunk_states =
+      at::empty({c.batch, c.dim, n_chunks_for(c.seqlen), c.dstate}, acc_opts);
+
+  mmssm::SelectiveScanFwdParams p;
+  fill_params(p, c, delta_softplus);
+  p.out = out.data_ptr();
+  p.last_state = last_state.data_ptr();
+  p.chunk_states = chunk_states.numel() > 0 ? chunk_states.data_ptr() : nullptr;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::selective_scan_fwd_cpu(p);
+  }
+  return {out, last_state, chunk_states};
+}
+
+std::vector<Tensor> bwd(const Tensor& u, const Tensor& delta, const Tensor& A,
+                        const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
+                        const std::optional<Tensor>& z,
+                        const std::optional<Tensor>& delta_bias, const Tensor& dout,
+                        const std::optional<Tensor>& chunk_states, bool delta_softplus) {
+  Checked c = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  check_tensor(dout, "dout", {c.batch, c.dim, c.seqlen}, c.in_type,
+               "u, delta, B, C, z and dout share u's dtype");
+  Tensor dout_c = last_dim_contiguous(dout);
+  Tensor states;
+  if (chunk_states.has_value() && chunk_states->defined() && chunk_states->numel() > 0) {
+    check_tensor(*chunk_states, "chunk_states",
+                 {c.batch, c.dim, n_chunks_for(c.seqlen), c.dstate}, c.acc_type,
+                 "the accumulation dtype returned by fwd");
+    states = chunk_states->contiguous();
+  }
+
+  auto in_opts = u.options().dtype(c.in_type);
+  auto acc_opts = u.options().dtype(c.acc_type);
+  Tensor du = at::empty({c.batch, c.dim, c.seqlen}, in_opts);
+  Tensor ddelta = at::empty({c.batch, c.dim, c.seqlen}, in_opts);
+  Tensor dA = at::zeros({c.dim, c.dstate}, acc_opts);
+  Tensor dB = at::zeros({c.batch, c.groups, c.dstate, c.seqlen}, acc_opts);
+  Tensor dC = at::zeros({c.batch, c.groups, c.dstate, c.seqlen}, acc_opts);
+  Tensor dD, dz, ddelta_bias;
+  if (c.D.defined()) dD = at::zeros({c.dim}, acc_opts);
+  if (c.z.defined()) dz = at::empty({c.batch, c.dim, c.seqlen}, in_opts);
+  if (c.delta_bias.defined()) ddelta_bias = at::zeros({c.dim}, acc_opts);
+
+  mmssm::SelectiveScanBwdParams p;
+  fill_params(p, c, delta_softplus);
+  p.chunk_states = states.defined() ? states.data_ptr() : nullptr;
+  p.dout = dout_c.data_ptr();
+  p.dout_batch_stride = dout_c.stride(0);
+  p.dout_dim_stride = dout_c.stride(1);
+  p.du = du.data_ptr();
+  p.ddelta = ddelta.data_ptr();
+  p.dz = dz.defined() ? dz.data_ptr() : nullptr;
+  p.dA = dA.data_ptr();
+  p.dB = dB.data_ptr();
+  p.dC = dC.data_ptr();
+  p.dD = dD.defined() ? dD.data_ptr() : nullptr;
+  p.ddelta_bias = ddelta_bias.defined() ? ddelta_bias.data_ptr() : nullptr;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::selective_scan_bwd_cpu(p);
+  }
+  return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmssm selective scan, CPU backend (C++/OpenMP)";
+  m.attr("chunk_size") = mmssm::kCpuChunkSize;
+  m.def("fwd", &fwd,
+        "fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> "
+        "[out, last_state, chunk_states]",
+        pybind11::arg("u"), pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("z"),
+        pybind11::arg("delta_bias"), pybind11::arg("delta_softplus"));
+  m.def("bwd", &bwd,
+        "bwd(u, delta, A, B, C, D, z, delta_bias, dout, chunk_states, delta_softplus) -> "
+        "[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]",
+        pybind11::arg("u"), pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("z"),
+        pybind11::arg("delta_bias"), pybind11::arg("dout"), pybind11::arg("chunk_states"),
+        pybind11::arg("delta_softplus"));
+}

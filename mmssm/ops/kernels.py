@@ -1,0 +1,153 @@
+"""Compiled selective-scan backends: autograd glue around ``mmssm._C`` / ``mmssm._C_cuda``.
+
+Both extension modules expose the same two functions::
+
+    fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        -> [out, last_state, chunk_states]
+    bwd(u, delta, A, B, C, D, z, delta_bias, dout, chunk_states, delta_softplus)
+        -> [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]
+
+with ``None`` for absent optionals. This module prepares their inputs (one activation
+dtype, last axis contiguous, 4-D B/C, A/D/delta_bias contiguous in the accumulation
+dtype) and casts the gradients back to every input's own dtype and shape.
+"""
+import importlib
+from typing import Optional
+
+import torch
+
+from .reference import accumulation_dtype
+
+Tensor = torch.Tensor
+
+_MODULES = {'cpu': 'mmssm._C', 'cuda': 'mmssm._C_cuda'}
+_BUILD_HINT = {
+    'cpu': ('build it with `pip install --no-build-isolation -e .` (or `python setup.py '
+            'build_ext --inplace`) in the mmssm checkout'),
+    'cuda': ('it is built by `pip install --no-build-isolation -e .` only when torch has '
+             'CUDA (torch.version.cuda) and nvcc is found (set CUDA_HOME); the build log '
+             'prints one line saying why it was skipped'),
+}
+_loaded = {}
+
+
+def load_backend(backend: str):
+    """Import the extension module of ``backend`` ('cpu' or 'cuda') or raise a
+    RuntimeError that says how to build it."""
+    if backend in _loaded:
+        return _loaded[backend]
+    try:
+        module = importlib.import_module(_MODULES[backend])
+    except ImportError as err:
+        raise RuntimeError(
+            f'selective_scan: the {backend!r} backend ({_MODULES[backend]}) is not '
+            f'available ({err}); {_BUILD_HINT[backend]}. Use backend=\'torch\' or '
+            'MMSSM_SCAN_BACKEND=torch to run the pure-PyTorch reference instead.'
+        ) from err
+    _loaded[backend] = module
+    return module
+
+
+def backend_available(backend: str) -> bool:
+    """True if the compiled ``backend`` can be imported (and, for 'cuda', a GPU is
+    visible)."""
+    if backend == 'torch':
+        return True
+    if backend == 'cuda' and not torch.cuda.is_available():
+        return False
+    try:
+        load_backend(backend)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _last_dim_contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    if t is None or t.size(-1) <= 1 or t.stride(-1) == 1:
+        return t
+    return t.contiguous()
+
+
+def _as_acc(t: Optional[Tensor], acc: torch.dtype) -> Optional[Tensor]:
+    return None if t is None else t.to(acc).contiguous()
+
+
+def _cast_grad(grad: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional[Tensor]:
+    if grad is None or dtype is None:
+        return None
+    return grad.to(dtype)
+
+
+class SelectiveScanFn(torch.autograd.Function):
+    """Selective scan on a compiled backend (``backend``: 'cpu' -> mmssm._C,
+    'cuda' -> mmssm._C_cuda). Returns ``(out, last_state)``.
+
+    Inputs are saved for the backward (plus the small per-chunk states the forward
+    returns); the O(L * N) states are recomputed by the backward kernel. ``last_state``
+    carries no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+        module = load_backend(backend)
+        squeeze_bc = (B.dim() == 3, C.dim() == 3)
+        B4 = B.unsqueeze(1) if squeeze_bc[0] else B
+        C4 = C.unsqueeze(1) if squeeze_bc[1] else C
+        acc = accumulation_dtype(u.dtype)
+        args = (_last_dim_contiguous(u), _last_dim_contiguous(delta), _as_acc(A, acc),
+                _last_dim_contiguous(B4), _last_dim_contiguous(C4), _as_acc(D, acc),
+                _last_dim_contiguous(z), _as_acc(delta_bias, acc))
+        out, last_state, chunk_states = module.fwd(*args, bool(delta_softplus))
+        ctx.save_for_backward(*args, chunk_states)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.module = module
+        ctx.squeeze_bc = squeeze_bc
+        ctx.grad_dtypes = tuple(None if t is None else t.dtype
+                                for t in (A, B, C, D, delta_bias))
+        ctx.mark_non_differentiable(last_state)
+        return out, last_state
+
+    @staticmethod
+    def backward(ctx, dout, _dlast_state):
+        u, delta, A, B, C, D, z, delta_bias, chunk_states = ctx.saved_tensors
+        A_dtype, B_dtype, C_dtype, D_dtype, bias_dtype = ctx.grad_dtypes
+        dout = _last_dim_contiguous(dout.to(u.dtype))
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = ctx.module.bwd(
+                u, delta, A, B, C, D, z, delta_bias, dout, chunk_states,
+                ctx.delta_softplus)
+        dB = dB.squeeze(1) if ctx.squeeze_bc[0] else dB
+        dC = dC.squeeze(1) if ctx.squeeze_bc[1] else dC
+        return (du, ddelta, _cast_grad(dA, A_dtype), _cast_grad(dB, B_dtype),
+                _cast_grad(dC, C_dtype), _cast_grad(dD, D_dtype), dz,
+                _cast_grad(ddelta_bias, bias_dtype), None, None)
+
+
+def selective_scan_kernel(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                          C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                          delta_bias: Optional[Tensor], delta_softplus: bool,
+                          return_last_state: bool):
+    """Run the validated inputs on the compiled ``backend`` ('cpu' or 'cuda')."""
+    device = u.device.type
+    if backend == 'cuda':
+        if u.dtype == torch.float64:
+            raise TypeError("selective_scan: backend='cuda' supports float32, float16 and "
+                            "bfloat16 inputs, got float64; use backend='cpu' or 'torch' "
+                            'for float64')
+        if device != 'cuda':
+            raise ValueError(f"selective_scan: backend='cuda' needs CUDA tensors, but u is "
+                             f"on {u.device}; move the inputs to the GPU or use "
+                             "backend='cpu' / None")
+    elif backend == 'cpu':
+        if device != 'cpu':
+            raise ValueError(f"selective_scan: backend='cpu' needs CPU tensors, but u is "
+                             f"on {u.device}; use backend='cuda' / None or move the "
+                             'inputs to the CPU')
+    else:
+        raise ValueError(f'selective_scan: {backend!r} is not a compiled backend '
+                         "(choose 'cpu' or 'cuda')")
+    load_backend(backend)  # raise the build hint before autograd gets involved
+    out, last_state = SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias,
+                                            delta_softplus, backend)
+    return (out, last_state) if return_last_state else out
+

@@ -1,0 +1,168 @@
+"""Build and install mmssm.
+
+Extensions:
+    mmssm._C       C++17 CPU selective scan (OpenMP), always built.
+    mmssm._C_cuda  CUDA selective scan (csrc/selective_scan/cuda/*.cu + cuda_bindings.cpp),
+                   built only when torch has CUDA (torch.version.cuda) and nvcc is found.
+                   Otherwise ONE line says why it was skipped; the 'cpu' and 'torch'
+                   backends still work.
+
+Usage (torch must already be installed; it is never pulled in by this build):
+    pip install --no-build-isolation -e .
+    python setup.py build_ext --inplace
+
+Environment:
+    TORCH_CUDA_ARCH_LIST  CUDA architectures, default "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+                          (Volta to Hopper as SASS, + sm_90 PTX for newer GPUs; 7.0 is
+                          left out with CUDA >= 13, which no longer supports it).
+    MMSSM_WITH_CUDA=0     skip the CUDA extension even when it could be built.
+    MAX_JOBS              parallel compile jobs (ninja).
+"""
+import glob
+import os
+import os.path as osp
+import re
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = osp.dirname(osp.abspath(__file__))
+CSRC = osp.join('csrc', 'selective_scan')
+DEFAULT_CUDA_ARCHS = '7.0;7.5;8.0;8.6;8.9;9.0+PTX'
+# CUDA 13 dropped the pre-Turing architectures (sm_70 included).
+DEFAULT_CUDA_ARCHS_CUDA13 = '7.5;8.0;8.6;8.9;9.0+PTX'
+
+
+def read_version():
+    with open(osp.join(ROOT, 'mmssm', 'version.py'), encoding='utf-8') as f:
+        match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read())
+    if match is None:
+        raise RuntimeError('mmssm/version.py does not define __version__')
+    return match.group(1)
+
+
+def relative_sources(pattern):
+    # setuptools wants paths relative to setup.py.
+    return sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, pattern)))
+
+
+def cxx_flags():
+    """-O3 C++17 with OpenMP. No -march: the kernel file multiversions its hot loops
+    (x86-64 baseline / AVX2+FMA / AVX-512 picked at load time), so one binary runs on
+    every x86-64 or arm64 machine."""
+    if sys.platform == 'win32':
+        return ['/O2', '/std:c++17', '/openmp'], []
+    # -fno-trapping-math lets GCC if-convert (and so vectorise) the branch-free math
+    # helpers; -g0 overrides the -g of Python's CFLAGS (debug info triples build time).
+    flags = ['-O3', '-std=c++17', '-g0', '-fno-math-errno', '-fno-trapping-math',
+             '-ffp-contract=fast', '-Wno-unknown-pragmas']
+    if sys.platform == 'darwin':  # Apple clang has no bundled OpenMP runtime
+        return flags, []
+    return flags + ['-fopenmp'], ['-fopenmp']
+
+
+def cuda_skip_reason(torch, cpp_extension):
+    """Why mmssm._C_cuda cannot/should not be built here, or None to build it."""
+    if os.environ.get('MMSSM_WITH_CUDA', '').strip() == '0':
+        return 'MMSSM_WITH_CUDA=0'
+    if torch.version.cuda is None:
+        return f'torch {torch.__version__} has no CUDA (torch.version.cuda is None)'
+    cuda_home = cpp_extension.CUDA_HOME
+    nvcc = osp.join(cuda_home, 'bin', 'nvcc') if cuda_home else None
+    if not (nvcc and osp.exists(nvcc)) and shutil.which('nvcc') is None:
+        return 'nvcc not found (set CUDA_HOME or put nvcc on PATH)'
+    if not relative_sources(osp.join(CSRC, 'cuda', '*.cu')):
+        return f'no CUDA sources in {CSRC}/cuda'
+    if not osp.exists(osp.join(ROOT, CSRC, 'cuda_bindings.cpp')):
+        return f'{CSRC}/cuda_bindings.cpp is missing'
+    return None
+
+
+def building():
+    """True when this setup.py run compiles (not for metadata-only hook calls, so the
+    status line below is printed once per pip install)."""
+    return any(cmd in sys.argv for cmd in _BUILD_COMMANDS)
+
+
+_BUILD_COMMANDS = ('build_ext', 'build', 'install', 'develop', 'bdist_wheel',
+                   'editable_wheel')
+
+
+def build_extensions():
+    """(ext_modules, cmdclass), or ([], {}) when torch is not importable (metadata-only
+    commands such as `setup.py --version`)."""
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        if building():
+            raise RuntimeError('mmssm: building the extensions needs torch installed first '
+                               '(pip install torch, then pip install --no-build-isolation '
+                               '-e .)')
+        return [], {}
+
+    cflags, ldflags = cxx_flags()
+    include_dirs = [osp.join(ROOT, CSRC)]
+    ext_modules = [
+        cpp_extension.CppExtension(
+            name='mmssm._C',
+            sources=[osp.join(CSRC, 'bindings.cpp')]
+            + relative_sources(osp.join(CSRC, 'cpu', '*.cpp')),
+            include_dirs=include_dirs,
+            extra_compile_args={'cxx': cflags},
+            extra_link_args=ldflags,
+        )
+    ]
+
+    reason = cuda_skip_reason(torch, cpp_extension)
+    if reason is None:
+        # An explicit list keeps the build independent of the GPU (if any) of the
+        # build machine; torch turns it into -gencode flags.
+        cuda_major = int(torch.version.cuda.split('.')[0])
+        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCHS_CUDA13
+                              if cuda_major >= 13 else DEFAULT_CUDA_ARCHS)
+        host = [f for f in cflags if f != '-ffp-contract=fast']
+        nvcc = ['-O3', '-std=c++17', '--use_fast_math', '-lineinfo',
+                '--expt-relaxed-constexpr', '--expt-extended-lambda',
+                # torch defines these to hide the half/bf16 operators; the kernels are
+                # torch-free and use cuda_fp16.h / cuda_bf16.h directly.
+                '-U__CUDA_NO_HALF_OPERATORS__', '-U__CUDA_NO_HALF_CONVERSIONS__',
+                '-U__CUDA_NO_HALF2_OPERATORS__', '-U__CUDA_NO_BFLOAT16_OPERATORS__',
+                '-U__CUDA_NO_BFLOAT16_CONVERSIONS__', '-U__CUDA_NO_BFLOAT162_OPERATORS__']
+        ext_modules.append(
+            cpp_extension.CUDAExtension(
+                name='mmssm._C_cuda',
+                sources=[osp.join(CSRC, 'cuda_bindings.cpp')]
+                + relative_sources(osp.join(CSRC, 'cuda', '*.cu')),
+                include_dirs=include_dirs,
+                extra_compile_args={'cxx': host, 'nvcc': nvcc},
+                extra_link_args=ldflags,
+            ))
+        if building():
+            print(f'mmssm: building the CUDA backend mmssm._C_cuda for CUDA '
+                  f'{torch.version.cuda}, archs {os.environ["TORCH_CUDA_ARCH_LIST"]}')
+    elif building():
+        print(f'mmssm: CUDA backend mmssm._C_cuda skipped: {reason}; '
+              f"the 'cpu' and 'torch' scan backends are available")
+
+    build_ext = cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)
+    return ext_modules, {'build_ext': build_ext}
+
+
+ext_modules, cmdclass = build_extensions()
+
+setup(
+    name='mmssm',
+    version=read_version(),
+    description='Vision state-space-model backbones (VMamba, MSVMamba, EfficientVMamba, '
+                'MobileMamba, Vim) for OpenMMLab, with CPU and CUDA selective-scan kernels',
+    packages=find_packages(include=['mmssm', 'mmssm.*']),
+    python_requires='>=3.8',
+    # Deliberately unpinned: an already-installed torch always satisfies these, so pip
+    # never replaces it (use --no-build-isolation so the build sees that torch too).
+    install_requires=['torch', 'mmengine', 'numpy'],
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)

@@ -1,0 +1,252 @@
+"""Benchmark the selective-scan backends on the vision shapes of
+shared/specs/selective_scan.md §4.
+
+For every shape and every available backend ('torch', 'cpu', 'cuda') it times the
+forward (no autograd) and forward + backward, and prints one table with the time per
+call, the speed-up over the 'torch' backend measured in the same run and, on CUDA, the
+achieved bandwidth and the fraction of the HBM floor (spec §4.3 byte model: every input
+read once, every output written once; the floor is bytes / --hbm-bandwidth).
+
+Examples::
+
+    python tools/analysis_tools/benchmark_scan.py                       # CPU, batch 1
+    python tools/analysis_tools/benchmark_scan.py --device cuda --dtype float16
+    python tools/analysis_tools/benchmark_scan.py --shapes vim_ti vmamba_t_s1 --batch 4
+"""
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+
+from mmssm.ops import selective_scan
+from mmssm.ops.kernels import backend_available
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    dim: int  # Dk, channels of one scan call
+    seqlen: int
+    dstate: int
+    groups: int
+    has_z: bool
+    gpu_batch: int  # the batch of the spec's anchor (GPU); CPU runs use --batch
+    note: str
+
+
+# spec §4.1 / §4.4: VMamba-T[s1l8] at 224 (N=1, G=K=4, D + delta_bias, softplus), its
+# stage 1 at detection size, Vim-Ti (N=16, G=1, z gate), vanilla VMamba-T stage 1 (N=16).
+SHAPES = [
+    Shape('vmamba_t_s1', 384, 3136, 1, 4, False, 128, 'VMamba-T[s1l8] stage 1, 224'),
+    Shape('vmamba_t_s2', 768, 784, 1, 4, False, 128, 'VMamba-T[s1l8] stage 2, 224'),
+    Shape('vmamba_t_s3', 1536, 196, 1, 4, False, 128, 'VMamba-T[s1l8] stage 3, 224'),
+    Shape('vmamba_t_s4', 3072, 49, 1, 4, False, 128, 'VMamba-T[s1l8] stage 4, 224'),
+    Shape('vmamba_t_det_s1', 384, 64000, 1, 4, False, 2,
+          'VMamba-T[s1l8] stage 1, 1280x800 detection'),
+    Shape('vim_ti', 384, 197, 16, 1, True, 128, 'Vim-Ti mixer call, 224'),
+    Shape('vanilla_vmamba_t_s1', 768, 3136, 16, 4, False, 128,
+          'vanilla VMamba-T stage 1 (N=16), 224'),
+]
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def make_inputs(shape: Shape, batch: int, dtype, device, requires_grad: bool):
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*size, scale=1.0, offset=0.0, dt=dtype):
+        t = torch.rand(*size, generator=gen) * scale + offset
+        return t.to(device=device, dtype=dt).requires_grad_(requires_grad)
+
+    def randn(*size, dt=dtype):
+        t = torch.randn(*size, generator=gen)
+        return t.to(device=device, dtype=dt).requires_grad_(requires_grad)
+
+    d, L, n, g = shape.dim, shape.seqlen, shape.dstate, shape.groups
+    return dict(
+        u=randn(batch, d, L),
+        delta=rand(batch, d, L, scale=0.5, offset=-4.0),  # dt ~ softplus(-4) ~ 0.02
+        A=rand(d, n, scale=-1.0, offset=-0.5, dt=torch.float32),
+        B=randn(batch, g, n, L),
+        C=randn(batch, g, n, L),
+        D=randn(d, dt=torch.float32),
+        z=randn(batch, d, L) if shape.has_z else None,
+        delta_bias=rand(d, scale=0.5, dt=torch.float32),
+    )
+
+
+def bytes_moved(shape: Shape, batch: int, itemsize: int):
+    """(forward, backward) bytes of the spec §4.3 model for this implementation:
+    forward reads u, delta (, z) and writes out, all in the input dtype; backward reads
+    u, delta, dout (, z) and writes du, ddelta (, dz); B and C are read once per pass
+    and dB / dC written once (4 x itemsize per B/C element in the backward)."""
+    e = batch * shape.dim * shape.seqlen
+    eg = batch * shape.groups * shape.dstate * shape.seqlen
+    z = 1 if shape.has_z else 0
+    fwd = e * itemsize * (3 + z) + eg * 2 * itemsize
+    bwd = e * itemsize * (5 + 2 * z) + eg * 4 * itemsize
+    return fwd, bwd
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], None], device, warmup: int, min_reps: int, max_reps: int,
+              budget_s: float, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Mean seconds per call over at least ``min_reps`` calls, continuing until
+    ``budget_s`` seconds or ``max_reps`` calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    reps, start = 0, clock()
+    while True:
+        fn()
+        reps += 1
+        synchronize(device)
+        elapsed = clock() - start
+        if reps >= max_reps or (reps >= min_reps and elapsed >= budget_s):
+            return elapsed / reps
+
+
+def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
+    is_torch = backend == 'torch'
+    warmup = 0 if is_torch else args.warmup
+    min_reps = 1 if is_torch else args.min_reps
+    max_reps = args.torch_reps if is_torch else args.max_reps
+    softplus = True
+
+    fwd_in = make_inputs(shape, batch, dtype, device, requires_grad=False)
+
+    def forward():
+        with torch.no_grad():
+            selective_scan(**fwd_in, delta_softplus=softplus, backend=backend)
+
+    clock = time.process_time if args.timer == 'process' else time.perf_counter
+    t_fwd = time_call(forward, device, warmup, min_reps, max_reps, args.budget, clock)
+
+    train_in = make_inputs(shape, batch, dtype, device, requires_grad=True)
+    grad = torch.randn(batch, shape.dim, shape.seqlen,
+                       generator=torch.Generator().manual_seed(1)).to(device, dtype)
+
+    def forward_backward():
+        out = selective_scan(**train_in, delta_softplus=softplus, backend=backend)
+        out.backward(grad)
+        for t in train_in.values():
+            if t is not None:
+                t.grad = None
+
+    t_fb = time_call(forward_backward, device, warmup, min_reps, max_reps, args.budget,
+                     clock)
+    return t_fwd, t_fb
+
+
+def format_row(cols: List[str], widths: List[int]) -> str:
+    return '  '.join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                     enumerate(zip(cols, widths)))
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='batch of every shape (default: 1 on CPU, the spec anchor '
+                             'batch on CUDA: 128, 2 for the detection shape)')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default=None,
+                        help='input dtype (default float32 on CPU, float16 on CUDA)')
+    parser.add_argument('--shapes', nargs='+', choices=[s.name for s in SHAPES],
+                        default=[s.name for s in SHAPES])
+    parser.add_argument('--backends', nargs='+', choices=['torch', 'cpu', 'cuda'],
+                        default=None, help='default: every available backend')
+    parser.add_argument('--skip-torch-above', type=int, default=16384, metavar='L',
+                        help="skip the (slow, python-loop) 'torch' backend for L above "
+                             'this (default 16384)')
+    parser.add_argument('--torch-reps', type=int, default=1,
+                        help="timed calls of the 'torch' backend (no warm-up; default 1)")
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--min-reps', type=int, default=3)
+    parser.add_argument('--max-reps', type=int, default=200)
+    parser.add_argument('--budget', type=float, default=1.0,
+                        help='seconds of timed calls per measurement (default 1.0)')
+    parser.add_argument('--hbm-bandwidth', type=float, default=3.0e12,
+                        help='floor bandwidth in B/s for the CUDA roofline (default '
+                             '3.0e12, H100 copy bandwidth)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads for the CPU backends')
+    parser.add_argument('--timer', choices=['wall', 'process'], default='wall',
+                        help="'process': CPU time of this process instead of wall time; "
+                             'with --threads 1 it measures the work alone on a shared, '
+                             'busy machine (CPU only)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype or ('float16' if device.type == 'cuda' else 'float32')]
+    if args.backends is None:
+        wanted = ['torch', 'cuda' if device.type == 'cuda' else 'cpu']
+    else:
+        wanted = args.backends
+    backends = []
+    for backend in wanted:
+        if backend == 'cuda' and device.type != 'cuda' or \
+                backend == 'cpu' and device.type != 'cpu':
+            print(f'# skipping backend {backend!r}: it does not run on {device}')
+        elif not backend_available(backend):
+            print(f'# skipping backend {backend!r}: not built / not available')
+        else:
+            backends.append(backend)
+    on_cuda = device.type == 'cuda'
+    if on_cuda and args.timer == 'process':
+        raise SystemExit('--timer process is for CPU runs (GPU time is not process time)')
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    print(f'# device {device}'
+          + (f' ({torch.cuda.get_device_name(device)})' if on_cuda else
+             f' ({torch.get_num_threads()} threads, {args.timer} time)')
+          + f', dtype {str(dtype).replace("torch.", "")}, D + delta_bias + softplus')
+
+    header = ['shape', 'B', 'Dk', 'L', 'N', 'G', 'z', 'backend', 'fwd ms', 'fwd+bwd ms',
+              'fwd x', 'f+b x']
+    if on_cuda:
+        header += ['fwd GB/s', 'fwd %floor', 'f+b GB/s', 'f+b %floor']
+    widths = [max(len(h), 8) for h in header]
+    widths[0] = max(len(s) for s in args.shapes + ['shape'])
+    print(format_row(header, widths))
+    print(format_row(['-' * w for w in widths], widths))
+
+    for shape in (s for s in SHAPES if s.name in args.shapes):
+        batch = args.batch or (shape.gpu_batch if on_cuda else 1)
+        results = {}
+        for backend in backends:
+            if backend == 'torch' and shape.seqlen > args.skip_torch_above:
+                continue
+            results[backend] = bench_backend(shape, batch, dtype, device, backend, args)
+        fwd_bytes, bwd_bytes = bytes_moved(shape, batch, itemsize)
+        ref = results.get('torch')
+        for backend, (t_fwd, t_fb) in results.items():
+            row = [shape.name, str(batch), str(shape.dim), str(shape.seqlen),
+                   str(shape.dstate), str(shape.groups), 'y' if shape.has_z else '-',
+                   backend, f'{t_fwd * 1e3:.3f}', f'{t_fb * 1e3:.3f}',
+                   f'{ref[0] / t_fwd:.1f}' if ref else 'n/a',
+                   f'{ref[1] / t_fb:.1f}' if ref else 'n/a']
+            if on_cuda:
+                fb_bytes = fwd_bytes + bwd_bytes
+                floor_fwd = fwd_bytes / args.hbm_bandwidth
+                floor_fb = fb_bytes / args.hbm_bandwidth
+                row += [f'{fwd_bytes / t_fwd / 1e9:.0f}', f'{100 * floor_fwd / t_fwd:.1f}',
+                        f'{fb_bytes / t_fb / 1e9:.0f}', f'{100 * floor_fb / t_fb:.1f}']
+            print(format_row(row, widths), flush=True)
+    print('# fwd x / f+b x: speed-up over the torch backend in this run '
+          '(n/a: torch skipped, L > --skip-torch-above)')
+    if on_cuda:
+        print(f'# %floor: spec §4.3 byte model / {args.hbm_bandwidth:.2e} B/s divided by '
+              'the measured time')
+
+
+if __name__ == '__main__':
+    main()
