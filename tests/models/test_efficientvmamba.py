@@ -1,8 +1,7 @@
 """EfficientVMamba backbone + converter: checkpoint keys, official parity, training
 behaviour and error messages.
 
-Run with ``MMSSM_SCAN_BACKEND=torch`` until a compiled CPU scan is built; the tests
-themselves use whatever backend is the default.
+The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks another).
 """
 import copy
 import runpy

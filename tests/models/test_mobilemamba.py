@@ -4,8 +4,7 @@ Official names/shapes (spec keys files), parameter counts, numerical parity with
 official downstream ``MobileMamba`` (fixture), inference-time BN fusion, checkpoint
 containers (``net``/``net_E``, detector prefixes), training behaviour and bad input.
 
-The selective scan runs on the default backend; until the compiled CPU kernel is built,
-run with ``MMSSM_SCAN_BACKEND=torch``.
+The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks another).
 """
 import copy
 import math

@@ -1,7 +1,6 @@
 """MSVMamba backbone + converter: official keys, fixture parity, sizes, training, errors.
 
-Run the model tests with ``MMSSM_SCAN_BACKEND=torch`` until the compiled CPU kernel is
-built; the backend is never fixed here.
+The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks another).
 """
 import math
 import os

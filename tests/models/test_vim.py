@@ -2,8 +2,7 @@
 with the official segmentation wrapper, parameter counts, position-embedding and rope
 handling for other sizes, training behaviour, and bad input.
 
-The selective scan runs on the default backend; until the compiled CPU kernel is built,
-run with ``MMSSM_SCAN_BACKEND=torch``.
+The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks another).
 """
 import argparse
 from collections import OrderedDict

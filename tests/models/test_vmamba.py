@@ -1,8 +1,7 @@
 """VMamba backbone: official checkpoint names/shapes, numerical parity with the official
 MM_VSSM, parameter counts, training behaviour, and bad input.
 
-The selective scan runs on the default backend; until the compiled CPU kernel is built,
-run with ``MMSSM_SCAN_BACKEND=torch``.
+The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks another).
 """
 import math
 import sys
