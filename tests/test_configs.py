@@ -1,0 +1,395 @@
+"""Every config under ``configs/`` loads, states its recipe explicitly and builds its model.
+
+* Loading: ``mmengine.Config.fromfile`` with the ``mmdet::`` / ``mmseg::`` bases of the
+  installed packages.
+* Recipe (model-zoo configs, ``configs/*.py``): the hyper-parameters the model zoo promises
+  to state explicitly are there (backbone with ``_delete_``-clean kwargs, drop path,
+  ``init_cfg`` with the official checkpoint, AdamW + betas + weight decay + paramwise
+  settings, schedule, pipelines, batch size = the "Total batch" comment =
+  ``auto_scale_lr.base_batch_size``) and the header says whether the paper reports a result.
+* Building: the model is built through the task's registry on the ``meta`` device (no
+  memory, no initialisation of weights: ``init_weights`` is never called, so the official
+  checkpoints named in ``init_cfg`` need not exist). The backbone must be an mmssm class;
+  its output channels/strides (from its attributes, checked against a real forward of small
+  archs in ``test_backbone_output_rule``) are pushed through the built neck on ``meta``
+  tensors, and the neck/head ``in_channels`` and the anchor / ROI / FPN-head strides must
+  match what actually arrives.
+* ``configs/metafile_*.yml`` / ``model-index.yml`` and ``docs/model_zoo.md`` cover every
+  model-zoo config.
+"""
+import ast
+import functools
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import mmssm  # noqa: F401  (compat shims before mmengine resolves mmdet::/mmseg:: bases)
+import mmengine.config.utils as mmengine_config_utils
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmssm.models.backbones.base import SSMBackbone
+from mmssm.registry import MODELS as MMSSM_MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / 'configs'
+ALL_CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
+ZOO_CONFIGS = [p for p in ALL_CONFIGS if p.parent == CONFIG_DIR]
+FAMILIES = ('vmamba', 'msvmamba', 'efficientvmamba', 'mobilemamba', 'vim')
+
+RESULT_RE = re.compile(r'^# Paper result: (reported|NOT REPORTED by the paper)', re.M)
+BATCH_RE = re.compile(r'^# Total batch: (\d+) = (\d+) images/GPU x (\d+) GPUs', re.M)
+NAME_RE = re.compile(
+    r'^(mask_rcnn|cascade_mask_rcnn|retinanet|ssdlite|upernet|fpn|deeplabv3|pspnet)_'
+    r'(vmamba|msvmamba|efficientvmamba|mobilemamba|vim)_([a-z0-9_]+?)_'
+    r'(1x|3x_ms|100ep_lsj|320_coco|512_coco|\d+k_ade20k)$')
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture(scope='module', autouse=True)
+def _cache_external_metafiles():
+    """mmengine resolves every ``pkg::`` base by first parsing all of the package's
+    metafiles (~0.4 s per base). Cache those yaml reads for this module; the result of
+    the resolution is unchanged."""
+    original = mmengine_config_utils.load
+    cached = functools.lru_cache(maxsize=None)(original)
+
+    def load(path, *args, **kwargs):
+        if not args and not kwargs and isinstance(path, str) and '.mim' in path:
+            return cached(path)
+        return original(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mmengine_config_utils, 'load', load)
+        yield
+
+
+@functools.lru_cache(maxsize=None)
+def load_config(path: Path) -> Config:
+    return Config.fromfile(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def build_model(path: Path) -> torch.nn.Module:
+    cfg = load_config(path)
+    scope = cfg.get('default_scope')
+    assert scope in ('mmdet', 'mmseg', 'mmpretrain'), f'{_rel(path)}: default_scope {scope!r}'
+    init_default_scope(scope)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with torch.device('meta'):
+        return registry.build(cfg.model)
+
+
+def top_level_names(text: str) -> dict:
+    """Top-level assignments of a config file: name -> ast value node."""
+    names = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    names[target.id] = node.value
+    return names
+
+
+def inner_dataset(dataset: dict) -> dict:
+    while 'pipeline' not in dataset and 'dataset' in dataset:  # RepeatDataset & co.
+        dataset = dataset['dataset']
+    return dataset
+
+
+def backbone_outputs(backbone) -> list:
+    """[(channels, stride)] of the backbone's outputs, from its attributes."""
+    name = type(backbone).__name__
+    if name in ('VMamba', 'MSVMamba', 'EfficientVMamba'):
+        patch = getattr(backbone, 'patch_size', 4)
+        return [(backbone.dims[i], patch * 2**i) for i in backbone.out_indices]
+    if name == 'MobileMamba':
+        strides = (16, 16, 32, 64)  # stem, blocks1, blocks2, blocks3
+        return [(backbone.out_channels[i], strides[i]) for i in backbone.out_indices]
+    if name == 'Vim':
+        if backbone.with_fpn:  # one adapter per feature; a single feature feeds all four
+            count = len(backbone.out_indices)
+            scales = backbone.fpn_scales if count == 1 else backbone.fpn_scales[:count]
+            return [(backbone.embed_dims, backbone.stride / s) for s in scales]
+        return [(backbone.embed_dims, backbone.stride)] * len(backbone.out_indices)
+    raise AssertionError(f'no output rule for backbone {name}')
+
+
+def meta_features(outputs, size):
+    return [torch.empty(1, c, int(size // s), int(size // s), device='meta')
+            for c, s in outputs]
+
+
+def as_list(value):
+    return list(value) if isinstance(value, (list, tuple, torch.nn.ModuleList)) else [value]
+
+
+# ------------------------------------------------------------------------------ tests
+def test_configs_present():
+    names = {p.stem for p in ZOO_CONFIGS}
+    assert 'mask_rcnn_msvmamba_t_1x' in names
+    for family in FAMILIES:
+        for prefix in ('mask_rcnn', 'retinanet', 'upernet', 'fpn'):
+            assert any(n.startswith(f'{prefix}_{family}_') for n in names), (prefix, family)
+    for name in ('ssdlite_mobilemamba_b1_320_coco', 'ssdlite_mobilemamba_b1_512_coco',
+                 'deeplabv3_mobilemamba_b4_80k_ade20k', 'pspnet_mobilemamba_b4_80k_ade20k',
+                 'cascade_mask_rcnn_vim_ti_100ep_lsj', 'upernet_vim_ti_60k_ade20k'):
+        assert name in names
+
+
+@pytest.mark.parametrize('path', ZOO_CONFIGS, ids=lambda p: p.stem)
+def test_zoo_config_states_recipe(path):
+    text = path.read_text()
+    rel = _rel(path)
+    assert NAME_RE.match(path.stem), f'{rel}: name does not follow the model-zoo scheme'
+    cfg = load_config(path)
+    names = top_level_names(text)
+
+    # bases: the installed OpenMMLab packages only
+    bases = ast.literal_eval(names['_base_'])
+    assert bases and all(b.startswith(('mmdet::', 'mmseg::')) for b in bases), bases
+    assert cfg.custom_imports == dict(imports=['mmssm'], allow_failed_imports=False)
+    assert RESULT_RE.search(text), f'{rel}: header must say whether the paper reports it'
+
+    # backbone: an mmssm class, no stray keys from the base backbone, explicit recipe
+    backbone = cfg.model.backbone
+    assert backbone.type.startswith('mmssm.'), backbone.type
+    cls = MMSSM_MODELS.get(backbone.type.split('.', 1)[1])
+    assert cls is not None and issubclass(cls, SSMBackbone), backbone.type
+    accepted = set(inspect.signature(cls.__init__).parameters) - {'self'}
+    stray = set(backbone) - {'type'} - accepted
+    assert not stray, f'{rel}: keys the backbone does not take: {sorted(stray)}'
+    assert 'drop_path_rate' in backbone and 'out_indices' in backbone and 'arch' in backbone
+    init = backbone.init_cfg
+    assert init['type'] == 'Pretrained' and init['checkpoint'].endswith(('.pth', '.ckpt'))
+    assert init['checkpoint'] == cfg.pretrained
+
+    # optimizer, schedule, batch
+    wrapper = cfg.optim_wrapper
+    assert wrapper.type in ('OptimWrapper', 'AmpOptimWrapper')
+    opt = wrapper.optimizer
+    assert opt.type == 'AdamW'
+    for key in ('lr', 'betas', 'weight_decay'):
+        assert key in opt, f'{rel}: optimizer.{key} missing'
+    assert 'paramwise_cfg' in wrapper and 'clip_grad' in wrapper
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr',
+                'train_dataloader', 'train_pipeline', 'test_pipeline'):
+        assert key in names, f'{rel}: {key} is not stated in the file'
+    assert cfg.param_scheduler and all('begin' in s and 'end' in s for s in cfg.param_scheduler)
+    loop = cfg.train_cfg
+    assert ('max_epochs' in loop) != ('max_iters' in loop)
+    if 'max_epochs' in loop:
+        assert cfg.param_scheduler[-1]['end'] == loop['max_epochs']
+    else:
+        assert cfg.param_scheduler[-1]['end'] == loop['max_iters']
+    match = BATCH_RE.search(text)
+    assert match, f'{rel}: needs a "# Total batch: N = B images/GPU x G GPUs" comment'
+    total, per_gpu, gpus = map(int, match.groups())
+    assert total == per_gpu * gpus
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert cfg.auto_scale_lr.base_batch_size == total and cfg.auto_scale_lr.enable is False
+
+    # pipelines are the ones used by the loaders; normalisation is stated
+    assert inner_dataset(cfg.train_dataloader.dataset).pipeline == cfg.train_pipeline
+    assert inner_dataset(cfg.val_dataloader.dataset).pipeline == cfg.test_pipeline
+    assert inner_dataset(cfg.test_dataloader.dataset).pipeline == cfg.test_pipeline
+    pre = cfg.model.data_preprocessor
+    assert pre.mean == [123.675, 116.28, 103.53] and pre.std == [58.395, 57.12, 57.375]
+
+
+# Official recipes (shared/specs) of one config per family / model type.
+SPOT_CHECKS = {
+    'mask_rcnn_msvmamba_t_1x': dict(arch='tiny', drop_path_rate=0.2, lr=1e-4, weight_decay=0.05,
+                                    length=12, milestones=[8, 11], batch=16,
+                                    neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_t_3x_ms': dict(arch='tiny_s1l8', drop_path_rate=0.2, lr=1e-4,
+                                     weight_decay=0.05, length=36, milestones=[27, 33],
+                                     batch=16, neck=[96, 192, 384, 768]),
+    'upernet_vmamba_b_160k_ade20k': dict(arch='base_s2l15', drop_path_rate=0.6, lr=6e-5,
+                                         weight_decay=0.01, length=160000, batch=16),
+    'retinanet_efficientvmamba_s_1x': dict(arch='small', drop_path_rate=0.2, lr=1e-4,
+                                           weight_decay=1e-4, length=12, milestones=[8, 11],
+                                           batch=16, neck=[128, 256, 512]),
+    'mask_rcnn_mobilemamba_b1_1x': dict(arch='b1', drop_path_rate=0.03, lr=2e-4,
+                                        weight_decay=0.05, length=12, batch=16, clip=0.1,
+                                        neck=[200, 376, 448]),
+    'upernet_vim_ti_60k_ade20k': dict(arch='tiny', drop_path_rate=0.1, lr=2e-4,
+                                      weight_decay=0.1, length=60000, batch=32),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SPOT_CHECKS))
+def test_official_recipe_values(name):
+    expect = SPOT_CHECKS[name]
+    cfg = load_config(CONFIG_DIR / f'{name}.py')
+    backbone = cfg.model.backbone
+    assert backbone.arch == expect['arch']
+    assert backbone.drop_path_rate == expect['drop_path_rate']
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.lr, opt.weight_decay, tuple(opt.betas)) == (
+        expect['lr'], expect['weight_decay'], (0.9, 0.999))
+    assert cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters')) == expect['length']
+    if 'milestones' in expect:
+        assert cfg.param_scheduler[-1].milestones == expect['milestones']
+    assert cfg.auto_scale_lr.base_batch_size == expect['batch']
+    if 'clip' in expect:
+        assert cfg.optim_wrapper.clip_grad.max_norm == expect['clip']
+    if 'neck' in expect:
+        assert cfg.model.neck.in_channels == expect['neck']
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: _rel(p).replace('/', '-'))
+def test_config_builds(path):
+    cfg = load_config(path)
+    model = build_model(path)
+    backbone = model.backbone
+    assert isinstance(backbone, SSMBackbone) and type(backbone).__module__.startswith('mmssm.')
+    # init_cfg (the official checkpoint) is kept for init_weights(), which is not run here
+    assert backbone.init_cfg == cfg.model.backbone.get('init_cfg')
+    outputs = backbone_outputs(backbone)
+    size = 512
+    if cfg.default_scope == 'mmdet':
+        _check_detector(cfg, model, outputs, size)
+    elif cfg.default_scope == 'mmseg':
+        _check_segmentor(cfg, model, outputs, size)
+
+
+def _check_neck_in_channels(neck_cfg, outputs):
+    channels = [c for c, _ in outputs]
+    expected = neck_cfg.in_channels
+    if isinstance(expected, int):  # single-map necks (SimpleFPN)
+        assert expected == channels[neck_cfg.get('in_index', -1)]
+    else:
+        assert list(expected) == channels, (list(expected), channels)
+
+
+def _neck_outputs(model, outputs, size):
+    model.neck.eval()  # BatchNorm on 1x1 maps (SSDNeck's last level) needs eval mode
+    with torch.no_grad():
+        feats = model.neck(tuple(meta_features(outputs, size)))
+    return [(f.shape[1], size / f.shape[-1]) for f in feats]
+
+
+def _check_detector(cfg, model, outputs, size):
+    _check_neck_in_channels(cfg.model.neck, outputs)
+    levels = _neck_outputs(model, outputs, size)
+    heads = [h for h in (getattr(model, 'rpn_head', None), getattr(model, 'bbox_head', None))
+             if h is not None]
+    assert heads
+    for head in heads:
+        in_channels = as_list(head.in_channels)
+        if len(in_channels) == 1:
+            in_channels *= len(levels)
+        assert in_channels == [c for c, _ in levels], (in_channels, levels)
+        strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
+        measured = [s for _, s in levels]
+        if type(head).__name__ == 'SSDHead':
+            # SSDLite: the first three levels are exact; the last ones of the official
+            # anchors (107, 160, 320) are only approximate (and 320-based for the 512 input)
+            assert measured[:3] == strides[:3], (measured, strides)
+        else:
+            assert measured == strides, (measured, strides)
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is not None:
+        extractors = [roi_head.bbox_roi_extractor, getattr(roi_head, 'mask_roi_extractor', None)]
+        for extractor in extractors:
+            for ex in as_list(extractor):
+                if ex is None:
+                    continue
+                assert ex.featmap_strides == [s for _, s in levels][:len(ex.featmap_strides)]
+                assert ex.out_channels == levels[0][0]
+
+
+def _check_segmentor(cfg, model, outputs, size):
+    if getattr(model, 'neck', None) is not None:
+        _check_neck_in_channels(cfg.model.neck, outputs)
+        feats = _neck_outputs(model, outputs, size)
+    else:
+        feats = outputs
+    heads = [model.decode_head]
+    if getattr(model, 'auxiliary_head', None) is not None:
+        heads += as_list(model.auxiliary_head)
+    for head in heads:
+        index = as_list(head.in_index)
+        assert as_list(head.in_channels) == [feats[i][0] for i in index], (
+            type(head).__name__, head.in_channels, feats)
+        if hasattr(head, 'feature_strides'):
+            assert list(head.feature_strides) == [feats[i][1] for i in index]
+
+
+def _tiny_backbones():
+    return [
+        dict(type='VMamba', arch=dict(depths=(1, 1, 1, 1), dims=8, d_state=1, ssm_ratio=1.0,
+                                      mlp_ratio=2.0, gated=False, conv_bias=False,
+                                      patch_embed='v2', downsample='v3')),
+        dict(type='VMamba', arch=dict(depths=(1, 1, 1, 1), dims=8, d_state=2, ssm_ratio=2.0,
+                                      mlp_ratio=0.0, gated=True, conv_bias=True,
+                                      patch_embed='v1', downsample='v1'), out_indices=(1, 3)),
+        dict(type='MSVMamba', arch=dict(dims=8, depths=(1, 1, 1, 1))),
+        dict(type='EfficientVMamba', arch=dict(dims=8, depths=(1, 1, 1, 1))),
+        dict(type='MobileMamba', arch=dict(embed_dims=[16, 32, 48], depths=[1, 1, 1])),
+        dict(type='MobileMamba', arch=dict(embed_dims=[16, 32, 48], depths=[1, 1, 1]),
+             out_indices=(0, 2)),
+        dict(type='Vim', arch=dict(embed_dims=16, depth=2), img_size=64, out_indices=(0, 1),
+             with_cls_token=False, with_fpn=True),
+        dict(type='Vim', arch=dict(embed_dims=16, depth=2), img_size=64, out_indices=(1, ),
+             with_cls_token=False),
+    ]
+
+
+@pytest.mark.parametrize('cfg', _tiny_backbones(), ids=lambda c: c['type'])
+def test_backbone_output_rule(cfg):
+    """The attribute rule used above agrees with a real forward (small archs, CPU)."""
+    kwargs = dict(cfg)
+    backbone = MMSSM_MODELS.get(kwargs.pop('type'))(**kwargs).eval()
+    size = 64
+    with torch.no_grad():
+        feats = backbone(torch.zeros(1, 3, size, size))
+    measured = [(f.shape[1], size / f.shape[-1]) for f in feats]
+    assert measured == [(c, float(s)) for c, s in backbone_outputs(backbone)]
+
+
+# ------------------------------------------------------------------ metafiles and docs
+def _metafile_models():
+    index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+    models = {}
+    for rel in index['Import']:
+        meta = yaml.safe_load((ROOT / rel).read_text())
+        collections = {c['Name'] for c in meta['Collections']}
+        for model in meta['Models']:
+            assert model['Name'] not in models, f'{model["Name"]} listed twice'
+            assert model['In Collection'] in collections, model['Name']
+            models[model['Name']] = model
+    return models
+
+
+def test_metafiles_cover_every_config():
+    models = _metafile_models()
+    assert set(models) == {p.stem for p in ZOO_CONFIGS}
+    for name, model in models.items():
+        path = ROOT / model['Config']
+        assert path.is_file() and path.stem == name, model['Config']
+        header = RESULT_RE.search(path.read_text()).group(1)
+        status = model['Metadata']['Paper Result']
+        assert status in ('reported', 'not reported by the paper'), (name, status)
+        assert (status == 'reported') == (header == 'reported'), name
+        results = model.get('Results') or []
+        assert bool(results) == (status == 'reported'), name
+        for result in results:
+            assert result['Task'] and result['Dataset'] and result['Metrics'], name
+            assert all(isinstance(v, (int, float)) for v in result['Metrics'].values()), name
+
+
+def test_model_zoo_doc_lists_every_config():
+    doc = (ROOT / 'docs' / 'model_zoo.md').read_text()
+    missing = [p.stem for p in ZOO_CONFIGS if f'{p.stem}.py' not in doc]
+    assert not missing, missing
