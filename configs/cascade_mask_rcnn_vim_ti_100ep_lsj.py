@@ -125,9 +125,9 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=image_size, keep_ratio=True),
-    # Pad with the mean colour (BGR, as loaded): after normalisation that is 0, what
-    # detectron2 pads with
-    # (the training-time BatchFixedSizePad also pads the normalised image with 0).
+    # Pad with the mean colour (BGR, as loaded): after normalisation that is 0, which is
+    # what detectron2 pads with (training's BatchFixedSizePad pads the normalised image
+    # with 0 too).
     dict(type='Pad', size=image_size, pad_val=dict(img=(104, 116, 124))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
