@@ -1,0 +1,359 @@
+"""Compatibility shims: OpenMMLab's last releases on today's torch / numpy / setuptools.
+
+mmssm targets torch 2.13, numpy 2.x and setuptools < 82 with the last OpenMMLab releases
+(mmengine 0.10.7, mmcv 2.1.0 built from source, mmdet 3.3.0, mmsegmentation 1.2.2,
+mmpretrain 1.2.0), all frozen since 2024/early 2025. This module is the only place that
+patches them. Each shim below says what breaks, which upstream issue/PR it mirrors, and is
+
+* minimal: it changes one name inside the one module that needs it, never a global of
+  torch or numpy, and never a file in site-packages;
+* lazy: nothing here imports mmengine, mmdet, mmseg or mmpretrain. A shim for module ``M``
+  runs right after ``M`` is first imported (a ``sys.meta_path`` post-import hook), or at
+  once if ``M`` is already loaded;
+* idempotent: :func:`apply` may run any number of times; each module is patched once.
+
+``import mmssm`` calls :func:`apply`. :data:`SHIMS` lists what is installed and
+:func:`applied` what has actually been patched so far.
+
+What is *not* shimmed (and therefore does not work here): anything in mmpretrain that
+really needs torchvision (its ``datasets`` package: classification data pipelines and
+``torchvision/*`` transforms; the multimodal grounding box metrics), and mmdet's
+YouTube-VIS evaluation (``np.float``, gone since numpy 1.24).
+"""
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import os.path as osp
+import re
+import sys
+import threading
+import types
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+__all__ = ['SHIMS', 'apply', 'applied']
+
+
+# --------------------------------------------------------------------------- machinery
+class Shim(NamedTuple):
+    """One patch of one upstream module.
+
+    ``patch(module)`` runs after the module's code; ``around`` (optional) is a context
+    manager factory wrapped around the execution of the module's code itself, for imports
+    that fail at module level.
+    """
+    name: str
+    module: str
+    patch: Optional[Callable[[types.ModuleType], None]]
+    around: Optional[Callable[[], contextlib.AbstractContextManager]] = None
+    reason: str = ''
+
+
+_MARK = '__mmssm_compat__'  # set of shim names applied to a module
+_lock = threading.RLock()
+_registry: Dict[str, List[Shim]] = {}
+
+
+def _patch_loaded(module: types.ModuleType, shims: List[Shim]) -> None:
+    done = module.__dict__.setdefault(_MARK, set())
+    for shim in shims:
+        if shim.name not in done and shim.patch is not None:
+            shim.patch(module)
+        done.add(shim.name)
+
+
+class _ShimLoader(importlib.abc.Loader):
+    """Wraps the real loader of a shimmed module; everything else is forwarded."""
+
+    def __init__(self, loader, shims: List[Shim]):
+        self._loader = loader
+        self._shims = shims
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with contextlib.ExitStack() as stack:
+            for shim in self._shims:
+                if shim.around is not None:
+                    stack.enter_context(shim.around())
+            self._loader.exec_module(module)
+        _patch_loaded(module, self._shims)
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, get_code, ...
+        return getattr(self._loader, name)
+
+
+class _ShimFinder(importlib.abc.MetaPathFinder):
+    """Post-import hook: finds shimmed modules through the other finders, wraps loader."""
+
+    _mmssm_compat_finder = True
+    _busy = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        shims = _registry.get(fullname)
+        if not shims or getattr(self._busy, 'name', None) == fullname:
+            return None
+        self._busy.name = fullname
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, 'find_spec'):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self._busy.name = None
+        if spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+            return spec
+        spec.loader = _ShimLoader(spec.loader, shims)
+        return spec
+
+
+def _install(shim: Shim) -> None:
+    with _lock:
+        shims = _registry.setdefault(shim.module, [])
+        if all(s.name != shim.name for s in shims):
+            shims.append(shim)
+        module = sys.modules.get(shim.module)
+        if module is not None:
+            _patch_loaded(module, [shim])
+
+
+class _ModuleView(types.ModuleType):
+    """What one upstream module sees under the name of another module (``torch``,
+    ``np``): the real module with a few attributes overridden. Installed as that module's
+    global, so the override reaches no other code."""
+
+    def __init__(self, target: types.ModuleType, **overrides):
+        super().__init__(target.__name__, target.__doc__)
+        self.__dict__.update(overrides)
+        self.__dict__['_mmssm_target'] = target
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__['_mmssm_target'], name)
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r'\d+', text.split('+')[0])[:3])
+
+
+# ----------------------------------------------- 1. torch>=2.6 weights_only in mmengine
+def _trusted_load(*args, **kwargs):
+    """``torch.load`` as mmengine 0.10.7 means it: full unpickling unless told otherwise."""
+    import torch
+    kwargs.setdefault('weights_only', False)
+    return torch.load(*args, **kwargs)
+
+
+def _patch_checkpoint_loading(module: types.ModuleType) -> None:
+    """torch 2.6 flipped ``torch.load``'s default to ``weights_only=True``. mmengine 0.10.7
+    calls ``torch.load(filename, map_location=...)`` in all of its checkpoint loaders
+    (``load_from_local``, ``_http``, ``_pavi``, ``_ceph``, ``_openmmlab``), so ``load_from``,
+    ``resume``, ``init_cfg=dict(type='Pretrained')`` and the Inferencers fail on every full
+    training checkpoint: the Runner saves ``message_hub`` with mmengine ``HistoryBuffer``
+    objects and numpy arrays/scalars, whose unpickling needs ``builtins.getattr`` -- which
+    cannot be allow-listed without defeating ``weights_only``. open-mmlab/mmengine#1655;
+    fixed on mmengine main by #1670 ("Load checkpoint with weights_only=False"), unreleased.
+
+    The shim does what #1670 does, and only inside ``mmengine.runner.checkpoint``: its
+    ``torch`` global becomes a view of torch whose ``load`` defaults to
+    ``weights_only=False``. Checkpoints are trusted input here, as in mmengine before
+    torch 2.6; an explicit ``weights_only=`` or ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` wins.
+    """
+    import torch
+    if _version(torch.__version__) < (2, 6):
+        return
+    real = module.__dict__.get('torch')
+    if isinstance(real, _ModuleView) or real is not torch:
+        return
+    module.torch = _ModuleView(torch, load=_trusted_load)
+
+
+# ---------------------------------------- 2. setuptools>=82: no pkg_resources in mmengine
+def _distribution(package: str):
+    try:
+        return importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _top_level_module(dist) -> Optional[str]:
+    text = dist.read_text('top_level.txt')
+    if text and text.split():
+        return text.split()[0]
+    name = dist.metadata['Name']
+    for module, dists in importlib.metadata.packages_distributions().items():
+        if name in dists:
+            return module
+    return None
+
+
+def _module_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # dashes, relative names, broken parents
+        return None
+
+
+def is_installed(package: str) -> bool:
+    """mmengine ``is_installed`` without pkg_resources: a distribution of that name is
+    installed, or a module of that name is importable (mmengine's own fallback)."""
+    if _distribution(package) is not None:
+        return True
+    spec = _module_spec(package)
+    return spec is not None and spec.origin is not None
+
+
+def get_installed_path(package: str) -> str:
+    """mmengine ``get_installed_path`` without pkg_resources: the directory of the package
+    Python actually imports for ``package`` (a distribution name such as
+    ``mmsegmentation`` maps to its top-level module ``mmseg``). Works for editable installs,
+    where a distribution's location is not the source directory."""
+    module = package
+    spec = _module_spec(module)
+    if spec is None:
+        dist = _distribution(package)
+        if dist is None:
+            raise importlib.metadata.PackageNotFoundError(package)
+        module = _top_level_module(dist)
+        if module is None:
+            raise ValueError(f'can not infer the module name of {package}')
+        spec = _module_spec(module)
+        if spec is None:
+            raise importlib.metadata.PackageNotFoundError(
+                f'{package} is installed but its module {module!r} cannot be found')
+    if spec.origin is None:
+        raise RuntimeError(f'{package} is a namespace package, which is invalid '
+                           'for `get_install_path`')
+    return osp.dirname(spec.origin)
+
+
+def package2module(package: str) -> str:
+    """mmengine ``package2module`` without pkg_resources."""
+    dist = _distribution(package)
+    module = _top_level_module(dist) if dist is not None else None
+    if module is None:
+        raise ValueError(f'can not infer the module name of {package}')
+    return module
+
+
+_PACKAGE_UTILS = dict(is_installed=is_installed, get_installed_path=get_installed_path,
+                      package2module=package2module)
+
+
+def _patch_package_utils(module: types.ModuleType) -> None:
+    """mmengine 0.10.7 resolves ``mmdet::``/``mmseg::``/``mmpretrain::`` config paths
+    (``Config.fromfile``, ``_base_``, ``mmengine.hub.get_config``) with
+    ``utils/package_utils.py``, which imports ``pkg_resources`` -- removed in setuptools 82
+    (2026-02) and, in setuptools 81, a deprecation ``UserWarning`` on every call (the
+    function reloads pkg_resources, ~0.1 s each). Fixed on mmengine main by
+    open-mmlab/mmengine#1676 (importlib), unreleased. The shim rebinds the three functions
+    to importlib.metadata versions with mmengine's semantics, in every module that
+    imported them by name."""
+    for name, func in _PACKAGE_UTILS.items():
+        if hasattr(module, name):
+            setattr(module, name, func)
+
+
+# ------------------------------------------ 3. numpy>=2.4: np.in1d removed (mmpretrain)
+def _in1d(ar1, ar2, assume_unique=False, invert=False, *, kind=None):
+    """``numpy.in1d`` as numpy documented it: ``isin`` on the flattened first input."""
+    import numpy
+    return numpy.isin(ar1, ar2, assume_unique=assume_unique, invert=invert,
+                      kind=kind).ravel()
+
+
+def _patch_in1d(module: types.ModuleType) -> None:
+    """numpy 2.4 removed ``np.in1d`` (deprecated since 2.0; numpy/numpy#29978).
+    mmpretrain 1.2.0's retrieval metrics (``RetrievalRecall``,
+    ``RetrievalAveragePrecision``) still call it. The shim gives that one module a view of
+    numpy with ``in1d`` back (equal to ``isin(...).ravel()``)."""
+    import numpy
+    real = module.__dict__.get('np')
+    if hasattr(numpy, 'in1d') or real is not numpy:
+        return
+    module.np = _ModuleView(numpy, in1d=_in1d)
+
+
+# ---------------------------------------- 4. no torchvision: mmpretrain.models box utils
+def _needs_torchvision(*args, **kwargs):
+    raise ImportError('this mmpretrain function needs torchvision (torchvision.ops.boxes), '
+                      'which is not installed; mmssm does not provide it')
+
+
+@contextlib.contextmanager
+def _torchvision_boxes_placeholder():
+    """mmpretrain 1.2.0 imports ``torchvision.ops.boxes`` at module level in
+    ``models/utils/box_utils.py`` and ``evaluation/metrics/visual_grounding_eval.py``;
+    ``mmpretrain.models`` reaches both (heads import ``mmpretrain.evaluation``), so
+    without torchvision no mmpretrain model -- not even an ``ImageClassifier`` -- can be
+    built (ecosystem notes §2.8; torchvision pins one torch version and has no build for
+    every torch). Only the multimodal grounding code (OFA, ``VisualGroundingMetric``)
+    calls those box functions.
+
+    While (and only while) those two modules execute, and only if torchvision is truly
+    absent, ``torchvision.ops.boxes`` resolves to a placeholder whose ``box_iou`` and
+    ``generalized_box_iou`` raise a clear ImportError when called. The placeholder
+    entries are removed from ``sys.modules`` afterwards, so ``import torchvision`` still
+    fails everywhere else and nobody is misled into thinking torchvision is installed.
+    """
+    if _module_spec('torchvision') is not None:
+        yield
+        return
+    names = ('torchvision', 'torchvision.ops', 'torchvision.ops.boxes')
+    fakes = {n: types.ModuleType(n, 'mmssm placeholder: torchvision is not installed')
+             for n in names}
+    fakes['torchvision'].ops = fakes['torchvision.ops']
+    fakes['torchvision.ops'].boxes = fakes['torchvision.ops.boxes']
+    for func in ('box_iou', 'generalized_box_iou', 'box_area'):
+        setattr(fakes['torchvision.ops.boxes'], func, _needs_torchvision)
+    added = [n for n in names if n not in sys.modules]
+    for n in added:
+        sys.modules[n] = fakes[n]
+    try:
+        yield
+    finally:
+        for n in added:
+            if sys.modules.get(n) is fakes[n]:
+                del sys.modules[n]
+
+
+# --------------------------------------------------------------------------- the list
+SHIMS: Tuple[Shim, ...] = (
+    Shim('weights_only', 'mmengine.runner.checkpoint', _patch_checkpoint_loading,
+         reason='torch>=2.6 weights_only default; open-mmlab/mmengine#1655, fix #1670'),
+    *(Shim('pkg_resources', name, _patch_package_utils,
+           reason='setuptools>=82 has no pkg_resources; open-mmlab/mmengine#1676')
+      for name in ('mmengine.utils.package_utils', 'mmengine.utils',
+                   'mmengine.config.config', 'mmengine.hub.hub')),
+    Shim('numpy_in1d', 'mmpretrain.evaluation.metrics.retrieval', _patch_in1d,
+         reason='numpy>=2.4 removed in1d; numpy/numpy#29978'),
+    *(Shim('torchvision_boxes', name, None, around=_torchvision_boxes_placeholder,
+           reason='mmpretrain.models hard-imports torchvision.ops.boxes')
+      for name in ('mmpretrain.models.utils.box_utils',
+                   'mmpretrain.evaluation.metrics.visual_grounding_eval')),
+)
+
+
+def apply() -> None:
+    """Install every shim (idempotent). Patches already-imported modules at once and the
+    others when they are first imported."""
+    with _lock:
+        if not any(getattr(f, '_mmssm_compat_finder', False) for f in sys.meta_path):
+            sys.meta_path.insert(0, _ShimFinder())
+        for shim in SHIMS:
+            _install(shim)
+
+
+def applied() -> Dict[str, List[str]]:
+    """``{module name: [shim names]}`` for the shims that have patched a loaded module."""
+    return {name: sorted(sys.modules[name].__dict__[_MARK])
+            for name in sorted(_registry)
+            if name in sys.modules and _MARK in sys.modules[name].__dict__}
+
+
+apply()

@@ -1,0 +1,56 @@
+"""Shared pytest setup for the mmssm suite.
+
+* Determinism: every test starts from the same RNG state (torch, numpy, random), so a test
+  gives the same numbers alone, in any order, or in the full run.
+* Threads: a fixed, modest torch thread count (``MMSSM_TEST_THREADS``, default
+  ``min(cpu_count, 8)``) -- timings stay comparable and oversubscription is avoided on big
+  machines.
+* Markers: ``slow`` (long end-to-end tests; ``make test-fast`` deselects them) and
+  ``cuda`` (needs a GPU: skipped with a reason when torch sees none). They are declared
+  here only if the project's pytest configuration does not declare them already.
+"""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+SEED = 0
+
+_MARKERS = {
+    'slow': 'long-running end-to-end test (deselect with -m "not slow")',
+    'cuda': 'needs a CUDA device; skipped when torch.cuda.is_available() is False',
+}
+
+
+def _seed_everything(seed: int = SEED) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pytest_configure(config):
+    declared = {line.split(':')[0].split('(')[0].strip() for line in config.getini('markers')}
+    for name, text in _MARKERS.items():
+        if name not in declared:
+            config.addinivalue_line('markers', f'{name}: {text}')
+    threads = int(os.environ.get('MMSSM_TEST_THREADS', min(os.cpu_count() or 1, 8)))
+    torch.set_num_threads(max(threads, 1))
+    _seed_everything()
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs CUDA (torch.cuda.is_available() is False)')
+    for item in items:
+        if item.get_closest_marker('cuda') is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_rng():
+    """Re-seed torch/numpy/random before every test."""
+    _seed_everything()
+    yield
