@@ -322,6 +322,37 @@ def _torchvision_boxes_placeholder():
                 del sys.modules[n]
 
 
+# ---------------------------------------------- 5. mmdet SSDHead cannot predict (loss_cls)
+def _patch_ssd_head(module: types.ModuleType) -> None:
+    """mmdet 3.3.0's ``BaseDenseHead._predict_by_feat_single`` reads
+    ``self.loss_cls.custom_cls_channels`` (added for V3Det), but ``SSDHead`` computes its
+    classification loss inline and never sets ``loss_cls``: every SSD/SSDLite
+    ``predict`` -- validation, ``tools/test.py``, inference -- raises ``AttributeError:
+    'SSDHead' object has no attribute 'loss_cls'`` (open-mmlab/mmdetection#11305, #11780;
+    fix proposed in #11524, unreleased).
+
+    The shim wraps ``SSDHead.__init__`` so that an instance that did not define a
+    ``loss_cls`` of its own gets ``loss_cls = None``: ``getattr(None,
+    'custom_cls_channels', False)`` is False and prediction takes SSD's softmax branch, as
+    before the V3Det change. Instance-level on purpose: a subclass that does build a
+    ``loss_cls`` module keeps it (a class attribute would shadow it).
+    """
+    head = module.SSDHead
+    original = head.__init__
+    if getattr(original, '_mmssm_loss_cls_shim', False):
+        return
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if 'loss_cls' not in self._modules and 'loss_cls' not in self.__dict__:
+            self.loss_cls = None
+
+    __init__.__wrapped__ = original
+    __init__.__doc__ = original.__doc__
+    __init__._mmssm_loss_cls_shim = True
+    head.__init__ = __init__
+
+
 # --------------------------------------------------------------------------- the list
 SHIMS: Tuple[Shim, ...] = (
     Shim('weights_only', 'mmengine.runner.checkpoint', _patch_checkpoint_loading,
@@ -336,6 +367,9 @@ SHIMS: Tuple[Shim, ...] = (
            reason='mmpretrain.models hard-imports torchvision.ops.boxes')
       for name in ('mmpretrain.models.utils.box_utils',
                    'mmpretrain.evaluation.metrics.visual_grounding_eval')),
+    Shim('ssd_head_loss_cls', 'mmdet.models.dense_heads.ssd_head', _patch_ssd_head,
+         reason='SSDHead has no loss_cls, read by predict; '
+                'open-mmlab/mmdetection#11780, fix #11524'),
 )
 
 

@@ -101,10 +101,6 @@ def test_one_training_iteration(task, demo_dir, monkeypatch):
     work_dir = demo_dir / 'work_dirs' / task
     train = load_tool('tools/train.py')
     options = quick_options(1)
-    if task == 'ssdlite':
-        # mmdet 3.3.0's SSDHead cannot predict (open-mmlab/mmdetection#11780: it has no
-        # loss_cls); until mmssm.compat shims it, train without the validation.
-        options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
     train.main([osp.join(DEMO, config), '--work-dir', str(work_dir), '--cfg-options',
                 *options])
     assert (work_dir / 'iter_1.pth').is_file()
@@ -113,8 +109,6 @@ def test_one_training_iteration(task, demo_dir, monkeypatch):
     assert all(torch.isfinite(torch.tensor(v)) for k, v in losses[0].items()
                if k.startswith('loss'))
     assert losses[0]['loss'] > 0
-    if task == 'ssdlite':
-        return
     assert evaluations, 'the validation after the iteration did not run'
     if metric is not None:  # detectors after 1 iteration may have no box above threshold
         assert metric in evaluations[-1]

@@ -203,6 +203,32 @@ def test_numpy_in1d_restored_for_mmpretrain_retrieval():
     assert [float(r) for r in recall] == [0.0, 50.0, 50.0]
     assert hasattr(np, 'in1d') == numpy_had_in1d  # numpy itself is left untouched
 
+def test_ssd_head_predicts():
+    """mmdet 3.3.0's SSDHead.predict reads a loss_cls it never builds (mmdetection#11780)."""
+    from mmdet.models.dense_heads import SSDHead
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.config import ConfigDict
+    head = DET_MODELS.build(dict(
+        type='SSDHead', num_classes=3, in_channels=(8, 8), use_depthwise=True,
+        anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
+                              input_size=64, strides=[16, 32], ratios=[[2], [2]],
+                              min_sizes=[16, 32], max_sizes=[32, 64]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
+                        target_stds=[0.1, 0.1, 0.2, 0.2]),
+        test_cfg=ConfigDict(nms_pre=100, nms=dict(type='nms', iou_threshold=0.45),
+                            min_bbox_size=0, score_thr=0.0, max_per_img=10)))
+    assert isinstance(head, SSDHead) and head.loss_cls is None
+    head.eval()
+    feats = (torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2))
+    with torch.no_grad():
+        results = head.predict(feats, [DetDataSample(metainfo=dict(
+            img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1., 1.)))])
+    assert len(results) == 1 and results[0].bboxes.shape == (10, 4)
+    assert results[0].scores.max() <= 1 and int(results[0].labels.max()) < 3
+    assert 'ssd_head_loss_cls' in compat.applied()['mmdet.models.dense_heads.ssd_head']
+
+
 
 # --------------------------------------------------------------------------- registry
 class _ProbeBackbone(nn.Module):
