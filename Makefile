@@ -35,13 +35,7 @@ test-fast: env
 	$(PY) -m pytest tests -m 'not slow' $(PYTEST_ARGS)
 
 demo: env
-	@if [ -f tools/demo.py ]; then \
-		$(PY) tools/demo.py; \
-	else \
-		echo "make demo: tools/demo.py is not in the tree yet -- the demo (configs + embedded" >&2; \
-		echo "demo data, train and test end to end on CPU) arrives with issue 5." >&2; \
-		exit 1; \
-	fi
+	$(PY) tools/demo.py
 
 clean-env:
 	rm -rf $(VENV)
