@@ -239,7 +239,7 @@ def test_switch_to_deploy_equivalence(fixture, fixture_model):
     # Exact algebra: float64 agrees to rounding. In float32 the random fixture weights
     # amplify rounding (outputs reach |38|; 1 vs 2 threads already differ by 1.6e-4).
     assert err64 < 1e-10
-    assert err32 < 5e-5
+    assert err32 < 1e-5  # the bound, relative to the output scale
 
 
 def test_fused_checkpoints_load_both_ways(fixture, fixture_model):
