@@ -64,6 +64,19 @@ def run_sequential(blocks: Iterable[nn.Module], x: Tensor, with_cp: bool) -> Ten
     return x
 
 
+def init_linear_and_layernorm(module: nn.Module) -> None:
+    """The official from-scratch init of the VMamba family (``model.apply(...)``):
+    truncated-normal (std 0.02) linears with zero bias (``Linear2d`` included), unit
+    LayerNorms; convolutions, BatchNorms and the SSM parameters keep their own inits."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class SSMBackbone(BaseModule):
     """Base class: pretrained loading through our converters, stage freezing, and
     ``norm_eval``.

@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from mmssm.registry import MODELS
 from ..layers import SS2D, DropPath, PatchMerging2D, drop_path_rates
-from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
+from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
+                   run_sequential)
 
 Tensor = torch.Tensor
 
@@ -343,7 +344,7 @@ class EfficientVMamba(SSMBackbone):
         for i in sorted(set(self.out_indices)):
             self.add_module(f'outnorm{i}', nn.LayerNorm(dims[i]))
 
-        self.apply(self._init_module)
+        self.apply(init_linear_and_layernorm)
         self._freeze_stages()
 
     @staticmethod
@@ -381,18 +382,6 @@ class EfficientVMamba(SSMBackbone):
                              f"(PatchMerging2D) or 'v2' (conv), got "
                              f'{settings["downsample_version"]!r}')
         return depths, dims
-
-    @staticmethod
-    def _init_module(module: nn.Module) -> None:
-        # The official from-scratch init: truncated-normal linears, unit LayerNorms;
-        # convolutions, BatchNorms and the SSM parameters keep their own inits.
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def frozen_modules(self):
         modules = [self.patch_embed]

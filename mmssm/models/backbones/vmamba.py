@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from mmssm.registry import MODELS
 from ..layers import SS2D, DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates
-from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
+from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
+                   run_sequential)
 
 Tensor = torch.Tensor
 
@@ -304,7 +305,7 @@ class VMamba(SSMBackbone):
         for i in self.out_indices:
             self.add_module(f'outnorm{i}', LayerNorm2d(dims[i]))
 
-        self.apply(self._init_module)
+        self.apply(init_linear_and_layernorm)
         self._freeze_stages()
 
     @staticmethod
@@ -347,18 +348,6 @@ class VMamba(SSMBackbone):
         if version == 'v1':
             return PatchMergingDownsample(in_channels, out_channels)
         return ConvDownsample(in_channels, out_channels, kernel_size=3 if version == 'v3' else 2)
-
-    @staticmethod
-    def _init_module(module: nn.Module) -> None:
-        # The official from-scratch init: truncated-normal linears (Linear2d included),
-        # unit LayerNorms; convs and the SSM parameters keep their own init.
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def frozen_modules(self) -> List[nn.Module]:
         modules = [self.patch_embed]
