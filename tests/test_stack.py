@@ -209,15 +209,16 @@ def test_ssd_head_predicts():
     from mmdet.registry import MODELS as DET_MODELS
     from mmdet.structures import DetDataSample
     from mmengine.config import ConfigDict
-    head = DET_MODELS.build(dict(
-        type='SSDHead', num_classes=3, in_channels=(8, 8), use_depthwise=True,
-        anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
-                              input_size=64, strides=[16, 32], ratios=[[2], [2]],
-                              min_sizes=[16, 32], max_sizes=[32, 64]),
-        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
-                        target_stds=[0.1, 0.1, 0.2, 0.2]),
-        test_cfg=ConfigDict(nms_pre=100, nms=dict(type='nms', iou_threshold=0.45),
-                            min_bbox_size=0, score_thr=0.0, max_per_img=10)))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        head = DET_MODELS.build(dict(
+            type='SSDHead', num_classes=3, in_channels=(8, 8), use_depthwise=True,
+            anchor_generator=dict(type='SSDAnchorGenerator', scale_major=False,
+                                  input_size=64, strides=[16, 32], ratios=[[2], [2]],
+                                  min_sizes=[16, 32], max_sizes=[32, 64]),
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
+                            target_stds=[0.1, 0.1, 0.2, 0.2]),
+            test_cfg=ConfigDict(nms_pre=100, nms=dict(type='nms', iou_threshold=0.45),
+                                min_bbox_size=0, score_thr=0.0, max_per_img=10)))
     assert isinstance(head, SSDHead) and head.loss_cls is None
     head.eval()
     feats = (torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2))
