@@ -21,6 +21,7 @@ really needs torchvision (its ``datasets`` package: classification data pipeline
 YouTube-VIS evaluation (``np.float``, gone since numpy 1.24).
 """
 import contextlib
+import functools
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
@@ -339,18 +340,14 @@ def _patch_ssd_head(module: types.ModuleType) -> None:
     """
     head = module.SSDHead
     original = head.__init__
-    if getattr(original, '_mmssm_loss_cls_shim', False):
-        return
 
+    @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
         if 'loss_cls' not in self._modules and 'loss_cls' not in self.__dict__:
             self.loss_cls = None
 
-    __init__.__wrapped__ = original
-    __init__.__doc__ = original.__doc__
-    __init__._mmssm_loss_cls_shim = True
-    head.__init__ = __init__
+    head.__init__ = __init__  # once per module: _patch_loaded marks the shim applied
 
 
 # --------------------------------------------------------------------------- the list
