@@ -42,7 +42,7 @@ pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
 from mmssm.converters import detseg  # noqa: E402
-from mmssm.converters.checkpoint import load_checkpoint_file  # noqa: E402
+from mmssm.fileio import load_checkpoint_file  # noqa: E402
 
 CONFIGS = REPO / 'configs'
 TOOL = REPO / 'tools' / 'model_converters' / 'official_to_mmssm.py'

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..fileio import preview as _preview
 from .checkpoint import backbone_state_dict, extract_state_dict, strip_prefix
 
 Tensor = torch.Tensor
@@ -163,11 +164,6 @@ def _diff(model: nn.Module, state_dict: StateDict) -> Tuple[List[str], List[str]
         for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
     ]
     return missing, unexpected, mismatched
-
-
-def _preview(keys: List[str], limit: int = 8) -> str:
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return ', '.join(keys[:limit]) + more
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: StateDict, strict: bool = True,

@@ -6,15 +6,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..fileio import TRUST_HELP, load_checkpoint_file
 from .base import FAMILIES, convert_official
-from .checkpoint import extract_state_dict, load_checkpoint_file
-
-TRUST_HELP = (
-    'Unpickle the input fully (torch.load(weights_only=False)). By default the file is '
-    'loaded with weights_only=True plus an allow-list of the objects official '
-    'checkpoints embed (yacs CfgNode, argparse.Namespace, mmengine HistoryBuffer, numpy '
-    'scalars), which never runs code from the file. Use this flag only for files you '
-    'trust, when the safe load reports an unknown object.')
+from .checkpoint import extract_state_dict
 
 
 def build_parser(family: str) -> argparse.ArgumentParser:

@@ -47,8 +47,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..fileio import TRUST_HELP, load_checkpoint_file
+from ..fileio import preview as _preview
 from .base import FAMILIES, convert_official, detect_families, get_family
-from .checkpoint import extract_state_dict, load_checkpoint_file
+from .checkpoint import extract_state_dict
 
 Tensor = torch.Tensor
 StateDict = Dict[str, Tensor]
@@ -122,12 +124,6 @@ class ConversionReport:
         for note in self.notes:
             lines.append(f'  note: {note}')
         return '\n'.join(lines)
-
-
-def _preview(keys: Sequence[str], limit: int = 6) -> str:
-    keys = list(keys)
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return ', '.join(keys[:limit]) + more
 
 
 # --------------------------------------------------------------------------- layouts
@@ -634,16 +630,6 @@ def convert_file(src: str, dst: str, family: str, task: str,
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': out, 'meta': meta}, dst)
     return report
-
-
-TRUST_HELP = (
-    'Unpickle the input fully (torch.load(weights_only=False)). By default the file is '
-    'loaded with weights_only=True plus an allow-list of the objects official checkpoints '
-    'embed (yacs CfgNode, argparse.Namespace, mmcv 1.x / mmengine ConfigDict, mmengine '
-    'HistoryBuffer, numpy scalars/arrays), which never runs code from the file. A file '
-    'that references anything else (a custom class pickled into meta, a detectron2 hook '
-    'state) is refused with the names of those objects; pass this flag only for files '
-    'from a source you trust, because full unpickling can execute arbitrary code.')
 
 
 def build_parser() -> argparse.ArgumentParser:

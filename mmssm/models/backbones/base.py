@@ -119,8 +119,10 @@ class SSMBackbone(BaseModule):
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
                         trust_pickle: bool = False, strict: bool = False) -> dict:
         """Load an official or mmssm checkpoint file into this backbone."""
-        from mmssm.converters import load_backbone_weights, load_checkpoint_file
         from mmengine.fileio import get_local_path
+
+        from mmssm.converters import load_backbone_weights
+        from mmssm.fileio import load_checkpoint_file
         with get_local_path(checkpoint) as local:
             contents = load_checkpoint_file(local, trust_pickle=trust_pickle)
         return load_backbone_weights(self, self.family, contents, prefix=prefix,

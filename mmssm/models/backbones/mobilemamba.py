@@ -644,8 +644,8 @@ class MobileMamba(SSMBackbone):
             return super().load_pretrained(checkpoint, prefix, trust_pickle, strict)
         from mmengine.fileio import get_local_path
 
-        from mmssm.converters import (extract_state_dict, load_backbone_weights,
-                                      load_checkpoint_file)
+        from mmssm.converters import extract_state_dict, load_backbone_weights
+        from mmssm.fileio import load_checkpoint_file
         with get_local_path(checkpoint) as local:
             contents = extract_state_dict(load_checkpoint_file(local, trust_pickle), key)
         return load_backbone_weights(self, self.family, contents, prefix=prefix,
