@@ -33,6 +33,7 @@ import mmengine.config.utils as mmengine_config_utils
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from mmssm import families
 from mmssm.models.backbones.base import SSMBackbone
 from mmssm.registry import MODELS as MMSSM_MODELS
 
@@ -40,13 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs'
 ALL_CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 ZOO_CONFIGS = [p for p in ALL_CONFIGS if p.parent == CONFIG_DIR]
-FAMILIES = ('vmamba', 'msvmamba', 'efficientvmamba', 'mobilemamba', 'vim')
+FAMILIES = families.names()
 
 RESULT_RE = re.compile(r'^# Paper result: (reported|NOT REPORTED by the paper)', re.M)
 BATCH_RE = re.compile(r'^# Total batch: (\d+) = (\d+) images/GPU x (\d+) GPUs', re.M)
 NAME_RE = re.compile(
     r'^(mask_rcnn|cascade_mask_rcnn|retinanet|ssdlite|upernet|fpn|deeplabv3|pspnet)_'
-    r'(vmamba|msvmamba|efficientvmamba|mobilemamba|vim)_([a-z0-9_]+?)_'
+    r'(' + '|'.join(FAMILIES) + r')_([a-z0-9_]+?)_'
     r'(1x|3x_ms|100ep_lsj|320_coco|512_coco|\d+k_ade20k)$')
 
 

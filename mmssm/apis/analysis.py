@@ -1,6 +1,7 @@
 """Model analysis shared by ``tools/analysis_tools`` (get_flops, benchmark, erf).
 
-* Building what to analyse: a bare mmssm backbone (``build_backbone``) or a whole
+* Building what to analyse: a bare mmssm backbone (``build_backbone``, the family
+  registry's :func:`mmssm.families.build_backbone`) or a whole
   detector / segmentor / classifier from a config (``build_task_model``), and dummy
   inputs for it (``dummy_batch``) -- built once, no data loading.
 * FLOPs with the selective scan counted (``count_flops``). mmengine's ``FlopAnalyzer``
@@ -23,26 +24,25 @@ import ast
 import contextlib
 import functools
 import os
-import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from mmssm.families import build_backbone
+from mmssm.ops.selective_scan import resolve_backend, scan_backend
+
 Tensor = torch.Tensor
 
 SCAN_FORMULA = '9*B*L*D*N (+ B*D*L with the D skip, + B*D*L with the z gate)'
 # The compiled op (mmssm.ops.kernels.SelectiveScanFn) and the pure-PyTorch reference
-# wrapped into one opaque node while tracing (SelectiveScanReference below).
+# run as one opaque node while tracing (mmssm.ops.reference.SelectiveScanReference).
 SCAN_OP_NAMES = ('prim::PythonOp.SelectiveScanFn', 'prim::PythonOp.SelectiveScanReference')
 # Positional arguments of both Functions (the first eight are what the count needs).
 _SCAN_ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
-_BACKEND_ENV = 'MMSSM_SCAN_BACKEND'
 TASK_DEFAULT_SHAPES = {'mmdet': (1280, 800), 'mmseg': (512, 512), 'mmpretrain': (224, 224),
                        'backbone': (224, 224)}
-FAMILIES = {'vmamba': 'VMamba', 'msvmamba': 'MSVMamba', 'efficientvmamba': 'EfficientVMamba',
-            'mobilemamba': 'MobileMamba', 'vim': 'Vim'}
 
 
 # ------------------------------------------------------------------------ scan FLOPs
@@ -92,70 +92,6 @@ def selective_scan_flop_jit(inputs: list, outputs: list) -> int:
     return selective_scan_flops(batch, dim, length, d_state, present['D'], present['z'])
 
 
-class SelectiveScanReference(torch.autograd.Function):
-    """The pure-PyTorch reference scan as ONE traced node (FLOP counting only).
-
-    Traced as is, the reference is a Python loop over L whose thousands of small ops
-    would be partly counted by fvcore and partly not; wrapped in a Function the trace
-    records a single ``prim::PythonOp.SelectiveScanReference`` that the scan handle
-    counts exactly once, like the compiled op. Forward only."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                return_last_state):
-        from mmssm.ops.reference import selective_scan_reference
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
-                                        delta_softplus, return_last_state)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError('SelectiveScanReference is for FLOP counting (forward only)')
-
-
-def _opaque_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                      delta_softplus=False, return_last_state=False):
-    return SelectiveScanReference.apply(u, delta, A, B, C, D, z, delta_bias,
-                                        delta_softplus, return_last_state)
-
-
-def resolve_scan_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> the compiled backend of ``device`` when it is built, else 'torch'."""
-    from mmssm.ops.kernels import backend_available
-    compiled = 'cuda' if device.type == 'cuda' else 'cpu'
-    if backend == 'auto':
-        return compiled if backend_available(compiled) else 'torch'
-    if backend not in ('cpu', 'cuda', 'torch'):
-        raise ValueError(f"scan backend must be 'auto', 'cpu', 'cuda' or 'torch', "
-                         f'got {backend!r}')
-    if backend != 'torch' and backend != compiled:
-        raise ValueError(f'scan backend {backend!r} cannot run a model on {device}')
-    if backend != 'torch' and not backend_available(backend):
-        raise RuntimeError(f'scan backend {backend!r} is not built/available here; '
-                           "use 'torch' or 'auto'")
-    return backend
-
-
-@contextlib.contextmanager
-def scan_backend(backend: str, opaque_reference: bool = False) -> Iterator[str]:
-    """Run every ``selective_scan`` with ``backend`` inside the block (through the
-    documented ``MMSSM_SCAN_BACKEND`` switch). With ``opaque_reference`` the 'torch'
-    backend is traced as one node (:class:`SelectiveScanReference`)."""
-    ops_module = sys.modules['mmssm.ops.selective_scan']
-    saved_env = os.environ.get(_BACKEND_ENV)
-    saved_reference = ops_module.selective_scan_reference
-    os.environ[_BACKEND_ENV] = backend
-    if backend == 'torch' and opaque_reference:
-        ops_module.selective_scan_reference = _opaque_reference
-    try:
-        yield backend
-    finally:
-        ops_module.selective_scan_reference = saved_reference
-        if saved_env is None:
-            os.environ.pop(_BACKEND_ENV, None)
-        else:
-            os.environ[_BACKEND_ENV] = saved_env
-
-
 def count_flops(model: nn.Module, inputs: Union[Tensor, Tuple], count_scan: bool = True,
                 backend: str = 'auto') -> Dict[str, Any]:
     """Trace ``model(*inputs)`` once and count FLOPs (fvcore rules + the scan handle).
@@ -176,7 +112,7 @@ def count_flops(model: nn.Module, inputs: Union[Tensor, Tuple], count_scan: bool
     if isinstance(inputs, Tensor):
         inputs = (inputs, )
     device = next(iter(model.parameters()), torch.empty(0)).device
-    backend = resolve_scan_backend(backend, device)
+    backend = resolve_backend(backend, device, check_available=True)
     calls = {'n': 0}
 
     def counted(inputs_, outputs_):
@@ -228,33 +164,6 @@ def parse_arch(text: Optional[str]) -> Optional[Union[str, dict]]:
     if not isinstance(value, dict):
         raise ValueError(f'--arch: expected a dict literal, got {type(value).__name__}')
     return value
-
-
-def backbone_type(name: str) -> str:
-    """'VMamba', 'mmssm.VMamba' or a family name ('vmamba') -> registered class name."""
-    import mmssm  # noqa: F401
-    from mmssm.registry import MODELS
-    MODELS.import_from_location()
-    bare = name.split('.', 1)[1] if name.startswith('mmssm.') else name
-    if bare.lower() in FAMILIES:
-        bare = FAMILIES[bare.lower()]
-    if MODELS.get(bare) is None:
-        known = sorted(MODELS.module_dict)
-        raise KeyError(f'unknown backbone {name!r}: mmssm registers {known} (or give a '
-                       f'family name: {sorted(FAMILIES)})')
-    return bare
-
-
-def build_backbone(name: str, arch: Optional[Union[str, dict]] = None,
-                   **kwargs) -> nn.Module:
-    """Build an mmssm backbone by class/family name; ``arch`` as preset or dict."""
-    from mmssm.registry import MODELS
-    # the class itself: a build through the registry would follow mmengine's current
-    # default scope (mmdet/mmseg once a task model was built in this process)
-    cls = MODELS.get(backbone_type(name))
-    if arch is not None:
-        kwargs['arch'] = arch
-    return cls(**kwargs)
 
 
 def build_task_model(config: str, cfg_options: Optional[dict] = None):
@@ -404,4 +313,4 @@ __all__ = ['SCAN_FORMULA', 'SCAN_OP_NAMES', 'selective_scan_flops', 'selective_s
            'count_flops', 'count_params', 'build_backbone', 'build_task_model', 'dummy_batch',
            'bound_forward', 'effective_receptive_field', 'log_scaled',
            'high_contribution_area', 'parse_arch', 'parse_shape', 'load_images', 'format_count',
-           'scan_backend', 'resolve_scan_backend', 'TASK_DEFAULT_SHAPES', 'FAMILIES']
+           'scan_backend', 'resolve_backend', 'TASK_DEFAULT_SHAPES']

@@ -6,8 +6,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..fileio import TRUST_HELP, load_checkpoint_file
-from .base import FAMILIES, convert_official
+from mmssm import families
+from mmssm.fileio import TRUST_HELP, load_checkpoint_file
+
+from .base import convert_official
 from .checkpoint import extract_state_dict
 
 
@@ -30,8 +32,7 @@ def build_parser(family: str) -> argparse.ArgumentParser:
 
 
 def main(family: str, argv: Optional[Sequence[str]] = None) -> str:
-    if family not in FAMILIES:
-        raise ValueError(f'unknown family {family!r}')
+    families.get(family)  # an unknown family is an error naming the known ones
     args = build_parser(family).parse_args(argv)
     contents = load_checkpoint_file(args.src, trust_pickle=args.trust_pickle)
     if args.key is not None:

@@ -47,9 +47,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..fileio import TRUST_HELP, load_checkpoint_file
-from ..fileio import preview as _preview
-from .base import FAMILIES, convert_official, detect_families, get_family
+from mmssm import families
+from mmssm.fileio import TRUST_HELP, load_checkpoint_file, preview
+
+from .base import convert_official, detect_families, get_converter, state_dict_diff
 from .checkpoint import extract_state_dict
 
 Tensor = torch.Tensor
@@ -108,7 +109,7 @@ class ConversionReport:
             f'{self.backbone_recomputed} recomputed), {len(self.backbone_dropped)} '
             + ('dropped or folded into recomputed tensors' if self.backbone_recomputed
                else 'dropped')
-            + (f': {_preview(self.backbone_dropped)}' if self.backbone_dropped else ''))
+            + (f': {preview(self.backbone_dropped, 6)}' if self.backbone_dropped else ''))
         lines.append(f'  neck/heads: {len(self.kept)} kept, {len(self.renamed)} renamed, '
                      f'{len(self.dropped)} dropped')
         for old, new in self.renamed[:6]:
@@ -378,14 +379,15 @@ def convert_detseg(family: str, task: str, checkpoint: Any,
     """Loaded official checkpoint contents -> (mmssm state dict, report).
 
     Args:
-        family: one of :data:`mmssm.converters.FAMILIES`.
+        family: a family key of :mod:`mmssm.families`.
         task: ``'det'`` or ``'seg'``.
         checkpoint: what :func:`load_checkpoint_file` returned (any wrapping).
         target_keys: state-dict keys of the target model; used by the detectron2
             layout to name norm layers and to copy the mask head into cascade stages.
     """
-    if family not in FAMILIES:
-        raise ConversionError(f'unknown family {family!r}; expected one of {FAMILIES}')
+    if family not in families.names():
+        raise ConversionError(f'unknown family {family!r}; expected one of '
+                              f'{families.names()}')
     if task not in TASKS:
         raise ConversionError(f'unknown task {task!r}; expected one of {TASKS}')
     try:
@@ -415,7 +417,7 @@ def convert_detseg(family: str, task: str, checkpoint: Any,
         if unmapped:
             raise ConversionError(
                 f'{len(unmapped)} detectron2 tensors have no mmdet counterpart in mmssm\'s '
-                f'mapping: {_preview(unmapped, 10)}')
+                f'mapping: {preview(unmapped, 10)}')
         out.update(heads)
         report.renamed, report.dropped = renames, dropped
         report.notes.append(
@@ -431,16 +433,16 @@ def convert_detseg(family: str, task: str, checkpoint: Any,
 
 # --------------------------------------------------------------------------- model side
 def _family_of_backbone_type(type_name: str) -> Optional[str]:
-    short = str(type_name).split('.')[-1]
-    for family in FAMILIES:
-        if get_family(family).backbone == short:
-            return family
-    return None
+    family = families.find(type_name)
+    return family.name if family is not None else None
 
 
 def load_model_config(path: str):
-    from mmssm.apis import load_config
-    return load_config(path)
+    """The config at ``path`` (only its ``model`` is used: built in its default scope)."""
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path!r}')
+    return Config.fromfile(path)
 
 
 def build_from_config(cfg, part: Optional[str] = None) -> nn.Module:
@@ -462,7 +464,7 @@ def prepare_backbone(family: str, backbone_model: nn.Module,
                      state_dict: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
     """Apply the family's load-time adaptation (Vim pos_embed/rope resizing, MobileMamba
     BN fusion) to the ``backbone.*`` part, so the saved file matches the model as is."""
-    prepare = get_family(family).prepare_model
+    prepare = get_converter(family).prepare_model
     if prepare is None:
         return state_dict
     inner = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items()
@@ -490,17 +492,6 @@ def fill_unused(family: str, model: nn.Module, state_dict: 'OrderedDict[str, Ten
                 report.filled.append(
                     (name, "the official detection wrapper deletes norm_f; with "
                      f"last_feature='{backbone.last_feature}' the forward never reads it"))
-
-
-def strict_diff(model: nn.Module, state_dict: Mapping[str, Tensor]
-                ) -> Tuple[List[str], List[str], List[str]]:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-                  f'{tuple(own[k].shape)}' for k in own
-                  if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    return missing, unexpected, mismatched
 
 
 # --------------------------------------------------------------------------- configs
@@ -568,7 +559,7 @@ def infer_config(family: str, task: str, state_dict: Mapping[str, Tensor],
             tried.append(f'{osp.basename(path)} ({err})')
             continue
         adapted = OrderedDict((k[len('backbone.'):], v) for k, v in adapted.items())
-        missing, unexpected, mismatched = strict_diff(backbone, adapted)
+        missing, unexpected, mismatched = state_dict_diff(backbone, adapted)
         missing = [k for k in missing if not (family == 'vim' and k.startswith('norm_f.'))]
         if not (missing or unexpected or mismatched):
             return path
@@ -614,13 +605,13 @@ def convert_file(src: str, dst: str, family: str, task: str,
     fill_unused(family, model, state_dict, report)
     report.config = config
     report.model = f'{type(model).__name__} with {type(model.backbone).__name__}'
-    missing, unexpected, mismatched = strict_diff(model, state_dict)
+    missing, unexpected, mismatched = state_dict_diff(model, state_dict)
     if missing or unexpected or mismatched:
         raise ConversionError(
             f'the converted checkpoint would not load strictly into {report.model} built '
-            f'from {config}: {len(missing)} missing ({_preview(missing)}), '
-            f'{len(unexpected)} unexpected ({_preview(unexpected)}), {len(mismatched)} '
-            f'mis-shaped ({_preview(mismatched, 4)}). Wrong --config / variant?\n'
+            f'from {config}: {len(missing)} missing ({preview(missing, 6)}), '
+            f'{len(unexpected)} unexpected ({preview(unexpected, 6)}), {len(mismatched)} '
+            f'mis-shaped ({preview(mismatched, 4)}). Wrong --config / variant?\n'
             + report.summary())
     model.load_state_dict(state_dict, strict=True)  # the real thing, hooks included
     out = OrderedDict((k, state_dict[k].detach().clone().contiguous()) for k in target)
@@ -639,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         'config of configs/, for tools/test.py.')
     parser.add_argument('src', help='official checkpoint file')
     parser.add_argument('dst', help='output file (.pth): {"state_dict", "meta"}, tensors only')
-    parser.add_argument('--family', required=True, choices=FAMILIES)
+    parser.add_argument('--family', required=True, choices=families.names())
     parser.add_argument('--task', required=True, choices=TASKS,
                         help='det (mmdet 3.x configs) or seg (mmseg 1.x configs)')
     parser.add_argument('--config', default=None,

@@ -34,7 +34,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
-from .base import FamilyConverter, register_family
+from .base import FamilyConverter
 
 Tensor = torch.Tensor
 
@@ -201,10 +201,9 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-CONVERTER = register_family(FamilyConverter(
+CONVERTER = FamilyConverter(
     name='efficientvmamba',
-    backbone='EfficientVMamba',
     convert=convert,
     kwargs_from_official=kwargs_from_official,
     signature=signature,
-))
+)

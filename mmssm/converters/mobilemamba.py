@@ -26,7 +26,9 @@ from typing import Any, Dict, Mapping
 
 import torch
 
-from .base import FamilyConverter, register_family
+from mmssm.models.backbones.mobilemamba import BN_EPS, fuse_conv_bn_weights
+
+from .base import FamilyConverter
 from .checkpoint import extract_state_dict
 
 Tensor = torch.Tensor
@@ -77,7 +79,6 @@ def is_fused(state_dict: Mapping[str, Tensor]) -> bool:
 def fuse_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
     """Unfused -> fused layout, computed like ``MobileMamba.switch_to_deploy``
     (BN eps 1e-5, as in every official Conv2d_BN). Key order is kept."""
-    from mmssm.models.backbones.mobilemamba import BN_EPS, fuse_conv_bn_weights
     convs, local = _unfused_sites(state_dict)
     # conv weight key -> (bn prefix, new prefix); BN keys of these sites are consumed.
     pairs = {f'{p}.c.weight': (f'{p}.bn', p) for p in convs}
@@ -155,10 +156,6 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     constructor would instead load silently and partially). Options the official code
     does not support either (``frozen_stages >= 0`` crashes there) or that we do not
     implement raise ``NotImplementedError``.
-
-    The result sets ``official_cpu_merge=True``: on CPU the official code mixes the
-    samples of a batch in its scan merge, and ``from_official`` reproduces the official
-    outputs. Drop that key (default False) to use the configuration for real work.
     """
     config = dict(config)
     unknown = sorted(set(config) - _KNOWN)
@@ -187,18 +184,14 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
                 kernel_sizes=list(config.get('kernels', [7, 5, 3])),
                 ssm_ratio=float(config.get('ssm_ratio', 2.0)),
                 drop_path_rate=float(config.get('drop_path', 0.0)))
-    # official_cpu_merge: the official code merges the two scan directions of CPU
-    # tensors with a batch-broadcasting bug (see mmssm BidirectionalSS2D); reproduced
-    # here so that the model returns what the official wrapper returns on both devices.
     kwargs = dict(arch=arch, in_channels=int(config.get('in_chans', 3)),
                   out_indices=tuple(config.get('out_indices', (1, 2, 3))),
-                  norm_eval=bool(config.get('norm_eval', False)), official_cpu_merge=True)
+                  norm_eval=bool(config.get('norm_eval', False)))
     if config.get('pretrained'):
         kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=config['pretrained'])
     return kwargs
 
 
-CONVERTER = register_family(
-    FamilyConverter(name='mobilemamba', backbone='MobileMamba', convert=convert,
-                    kwargs_from_official=kwargs_from_official, signature=signature,
-                    container='net', prepare_model=prepare_model))
+CONVERTER = FamilyConverter(name='mobilemamba', convert=convert,
+                            kwargs_from_official=kwargs_from_official, signature=signature,
+                            container='net', prepare_model=prepare_model)

@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping
 
 import torch.nn as nn
 
-from .base import FamilyConverter, register_family
+from .base import FamilyConverter
 
 # (pattern, replacement) applied in this order, as the official loader does.
 LEGACY_RENAMES = (
@@ -188,10 +188,9 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-CONVERTER = register_family(FamilyConverter(
+CONVERTER = FamilyConverter(
     name='msvmamba',
-    backbone='MSVMamba',
     convert=convert,
     kwargs_from_official=kwargs_from_official,
     signature=signature,
-))
+)

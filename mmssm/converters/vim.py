@@ -14,7 +14,7 @@ import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Mapping
 
-from .base import FamilyConverter, register_family
+from .base import FamilyConverter
 
 # Keys only Vim blocks have (the backward-direction parameters of the bimamba mixer).
 _SIGNATURE = re.compile(r'^layers\.\d+\.mixer\.(?:A_b_log|x_proj_b\.weight|conv1d_b\.weight)$')
@@ -203,11 +203,6 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-register_family(
-    FamilyConverter(
-        name='vim',
-        backbone='Vim',
-        convert=convert,
-        kwargs_from_official=kwargs_from_official,
-        signature=signature,
-        prepare_model=prepare_model))
+CONVERTER = FamilyConverter(name='vim', convert=convert,
+                            kwargs_from_official=kwargs_from_official, signature=signature,
+                            prepare_model=prepare_model)

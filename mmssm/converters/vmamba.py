@@ -32,7 +32,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
-from .base import FamilyConverter, register_family
+from .base import FamilyConverter
 
 Tensor = torch.Tensor
 
@@ -292,10 +292,9 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-CONVERTER = register_family(FamilyConverter(
+CONVERTER = FamilyConverter(
     name='vmamba',
-    backbone='VMamba',
     convert=convert,
     kwargs_from_official=kwargs_from_official,
     signature=signature,
-))
+)

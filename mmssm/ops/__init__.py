@@ -1,4 +1,5 @@
 from .reference import selective_scan_reference
-from .selective_scan import BACKENDS, selective_scan
+from .selective_scan import BACKENDS, resolve_backend, scan_backend, selective_scan
 
-__all__ = ['selective_scan', 'selective_scan_reference', 'BACKENDS']
+__all__ = ['selective_scan', 'selective_scan_reference', 'BACKENDS', 'resolve_backend',
+           'scan_backend']

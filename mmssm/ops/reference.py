@@ -72,3 +72,25 @@ def selective_scan_reference(
         y = y * F.silu(z.to(acc))
     out = y.to(in_dtype)
     return (out, state) if return_last_state else out
+
+
+class SelectiveScanReference(torch.autograd.Function):
+    """The pure-PyTorch reference scan as ONE autograd node, forward only.
+
+    Traced as is, the reference is a Python loop over L whose thousands of small ops a
+    tracer records one by one; run through this Function (``selective_scan`` does so
+    inside ``scan_backend('torch', opaque_reference=True)``), a trace records a single
+    ``prim::PythonOp.SelectiveScanReference`` node, like the compiled op's
+    ``SelectiveScanFn`` (mmssm's FLOP counter counts either exactly once)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                return_last_state):
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
+                                        delta_softplus, return_last_state)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError('the opaque reference scan (scan_backend(..., '
+                           'opaque_reference=True)) is forward-only; use the plain '
+                           "'torch' backend for gradients")

@@ -133,7 +133,7 @@ def _triton_kernels():
     return None if isinstance(_triton_module, Exception) else _triton_module
 
 
-def resolve_scan_backend(t: Tensor, backend: Optional[str] = None) -> str:
+def resolve_gather_backend(t: Tensor, backend: Optional[str] = None) -> str:
     """``'triton'`` or ``'torch'`` for a gather/merge on tensor ``t``.
 
     ``backend=None``: Triton for CUDA tensors of dtype fp32/fp16/bf16 when triton is
@@ -169,7 +169,7 @@ def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> T
     if x.dim() < 3 or index.dim() != 2:
         raise ValueError(f'scan_gather: x must be (B, C, H, W) or (B, C, P) and index '
                          f'(K, L\'), got x {tuple(x.shape)} and index {tuple(index.shape)}')
-    if resolve_scan_backend(x, backend) == 'triton':
+    if resolve_gather_backend(x, backend) == 'triton':
         return _triton_kernels().triton_scan_gather(x, index)
     flat = x.flatten(2)
     batch, channels, pixels = flat.shape
@@ -198,7 +198,7 @@ def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
     """
     if ys.dim() != 4:
         raise ValueError(f'scan_merge: ys must be (B, K, C, L\'), got {tuple(ys.shape)}')
-    if resolve_scan_backend(ys, backend) == 'triton':
+    if resolve_gather_backend(ys, backend) == 'triton':
         return _triton_kernels().triton_scan_merge(ys, index, tuple(size))
     batch, routes, channels, length = ys.shape
     if tuple(index.shape) != (routes, length):

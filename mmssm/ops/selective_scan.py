@@ -5,20 +5,23 @@ Backends:
     ``'cpu'``:   the C++ kernels in ``mmssm._C`` (csrc/selective_scan/cpu).
     ``'cuda'``:  the CUDA kernels in ``mmssm._C_cuda`` (csrc/selective_scan/cuda).
 ``backend=None`` picks ``'cuda'`` for CUDA tensors and ``'cpu'`` for CPU tensors, unless
-the environment variable ``MMSSM_SCAN_BACKEND`` names a backend (useful to run a whole
-model on the reference path for debugging).
+a :func:`scan_backend` block or the environment variable ``MMSSM_SCAN_BACKEND`` names a
+backend (useful to run a whole model on the reference path for debugging or analysis).
 """
 import contextlib
+import contextvars
 import os
-from typing import Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 
-from .reference import selective_scan_reference
+from .reference import SelectiveScanReference, selective_scan_reference
 
 Tensor = torch.Tensor
 
 BACKENDS = ('cuda', 'cpu', 'torch')
+# (backend, opaque_reference) chosen by the innermost scan_backend() block, if any.
+_SCOPED_BACKEND = contextvars.ContextVar('mmssm_scan_backend', default=None)
 _AUTOCAST_DEVICES = ('cpu', 'cuda')
 _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -122,15 +125,59 @@ def _autocast_activations(u, delta, B, C, z):
                  for t in (u, delta, B, C, z))
 
 
-def resolve_backend(backend: Optional[str], device: torch.device) -> str:
+def resolve_backend(backend: Optional[str], device: torch.device,
+                    check_available: bool = False) -> str:
+    """The backend a scan on ``device`` runs with.
+
+    Args:
+        backend: a name of :data:`BACKENDS`; ``None`` for the innermost
+            :func:`scan_backend` block's choice, else ``$MMSSM_SCAN_BACKEND``, else the
+            device's compiled backend; ``'auto'`` for the device's compiled backend when
+            it is built, else ``'torch'``.
+        device: where the tensors live.
+        check_available: also refuse a compiled backend that cannot run on ``device``
+            or is not built here (otherwise the kernel loader reports it on first use).
+    """
     if backend is None:
-        backend = os.environ.get('MMSSM_SCAN_BACKEND') or None
+        scoped = _SCOPED_BACKEND.get()
+        backend = scoped[0] if scoped else (os.environ.get('MMSSM_SCAN_BACKEND') or None)
+    compiled = 'cuda' if device.type == 'cuda' else 'cpu'
     if backend is None:
-        return 'cuda' if device.type == 'cuda' else 'cpu'
+        return compiled
+    if backend == 'auto':
+        from .kernels import backend_available
+        return compiled if backend_available(compiled) else 'torch'
     if backend not in BACKENDS:
         raise ValueError(f'selective_scan: unknown backend {backend!r}; '
-                         f'choose one of {BACKENDS} or None')
+                         f"choose one of {BACKENDS}, 'auto' or None")
+    if check_available and backend != 'torch':
+        from .kernels import backend_available
+        if backend != compiled:
+            raise ValueError(f'scan backend {backend!r} cannot run a model on {device}')
+        if not backend_available(backend):
+            raise RuntimeError(f'scan backend {backend!r} is not built/available here; '
+                               "use 'torch' or 'auto'")
     return backend
+
+
+@contextlib.contextmanager
+def scan_backend(backend: str, opaque_reference: bool = False) -> Iterator[str]:
+    """Run every ``selective_scan`` called without an explicit ``backend`` inside the
+    block (in this thread / context) with ``backend``.
+
+    With ``opaque_reference`` the ``'torch'`` backend runs as one forward-only autograd
+    node (:class:`~mmssm.ops.reference.SelectiveScanReference`), so that a trace
+    records each scan once, as it does for the compiled op. Blocks nest; the
+    environment variable ``MMSSM_SCAN_BACKEND`` is left alone.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'scan_backend: unknown backend {backend!r}; choose one of '
+                         f'{BACKENDS}')
+    token = _SCOPED_BACKEND.set((backend, bool(opaque_reference)))
+    try:
+        yield backend
+    finally:
+        _SCOPED_BACKEND.reset(token)
 
 
 def selective_scan(
@@ -177,8 +224,11 @@ def selective_scan(
                    if u.device.type in _AUTOCAST_DEVICES else contextlib.nullcontext())
     with no_autocast:
         if backend == 'torch':
-            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias,
-                                            delta_softplus, return_last_state)
+            scoped = _SCOPED_BACKEND.get()
+            reference = (SelectiveScanReference.apply if scoped and scoped[1]
+                         else selective_scan_reference)
+            return reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                             return_last_state)
         from .kernels import selective_scan_kernel
         return selective_scan_kernel(backend, u, delta, A, B, C, D, z, delta_bias,
                                      delta_softplus, return_last_state)

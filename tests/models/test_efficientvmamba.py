@@ -17,7 +17,7 @@ from conftest import (fixture_cases, fixture_path, keys_tsv, load_fixture, outpu
                       parse_keys_tsv, random_state_dict_from_tsv, shared_dir)
 
 import mmssm.models  # noqa: F401  (registers the backbones)
-from mmssm.converters import (convert_official, from_official, get_family,
+from mmssm.converters import (convert_official, from_official, get_converter,
                               load_backbone_weights)
 from mmssm.models.backbones.efficient_vmamba import EfficientVMamba
 
@@ -100,9 +100,9 @@ def test_converter_is_idempotent_on_mmssm_state_dicts():
     model = small_model(arch=dict(dims=8, depths=(1, 1, 2, 1), downsample_version='v2',
                                   mlp_ratio=2.0))
     own = model.state_dict()
-    again = get_family('efficientvmamba').convert(own)
+    again = get_converter('efficientvmamba').convert(own)
     assert list(again) == list(own)
-    assert get_family('efficientvmamba').signature(own)
+    assert get_converter('efficientvmamba').signature(own)
 
 
 def test_official_v2_downsample_and_mlp_key_names():
@@ -142,7 +142,7 @@ def test_converter_rejects_inconsistent_conv_stage_layout():
         'layers.2.3.conv_pw.0.weight': torch.zeros(1),
     })
     with pytest.raises(ValueError, match='layers.2'):
-        get_family('efficientvmamba').convert(official)
+        get_converter('efficientvmamba').convert(official)
 
 
 # --- (b) parity with the official model -------------------------------------------
@@ -379,7 +379,7 @@ def test_cli_converts_official_checkpoint(tmp_path, monkeypatch):
 
 # --- official config kwargs -------------------------------------------------------
 def test_kwargs_from_official_effective_and_ignored():
-    to_ours = get_family('efficientvmamba').kwargs_from_official
+    to_ours = get_converter('efficientvmamba').kwargs_from_official
     base_cfg = dict(dims=48, depths=(2, 2, 9, 2), out_indices=(0, 1, 2, 3), ssm_ratio=2.0,
                     mlp_ratio=0.0, downsample_version='v1', drop_path_rate=0.2)
     ours = to_ours(base_cfg)
@@ -414,7 +414,7 @@ def test_kwargs_from_official_effective_and_ignored():
 
 
 def test_kwargs_from_official_unsupported_options():
-    to_ours = get_family('efficientvmamba').kwargs_from_official
+    to_ours = get_converter('efficientvmamba').kwargs_from_official
     with pytest.raises(NotImplementedError, match='ssm_ratio'):
         to_ours(dict(ssm_ratio=3.0))
     with pytest.raises(NotImplementedError, match='step_size'):
@@ -459,7 +459,7 @@ def test_bad_arch():
 
 @needs_shared
 def test_signature_and_other_families_rejected(tmp_path):
-    sig = get_family('efficientvmamba').signature
+    sig = get_converter('efficientvmamba').signature
     for path in sorted(KEYS_DIR.glob('efficientvmamba_*.tsv')):
         assert sig(parse_keys_tsv(path)), path.name
     others = [p for p in sorted(KEYS_DIR.glob('*.tsv')) + sorted(KEYS_DIR.glob('extra/*.tsv'))

@@ -14,11 +14,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import (fixture_cases, keys_tsv, load_fixture, output_errors, parse_keys_tsv,
+from conftest import (fixture_cases, from_official_reference, keys_tsv, load_fixture,
+                      official_cpu_merge, output_errors, parse_keys_tsv,
                       random_state_dict_from_tsv, shared_dir)
 
 import mmssm.models  # noqa: F401  (registers the models)
-from mmssm.converters import (convert_official, from_official, get_family,
+from mmssm.converters import (convert_official, from_official, get_converter,
                               load_backbone_weights, load_state_dict_checked)
 from mmssm.converters.cli import main as convert_cli
 from mmssm.converters.mobilemamba import (fuse_state_dict, is_fused, kwargs_from_official,
@@ -29,7 +30,7 @@ from mmssm.models.backbones.mobilemamba import (MobileMamba, haar_filters,
 from mmssm.models.necks.efficientvit_fpn import EfficientViTFPN
 from mmssm.registry import MODELS
 
-converter = get_family('mobilemamba')
+converter = get_converter('mobilemamba')
 ARCHS = ('t2', 't4', 's6', 'b1', 'b2', 'b4')
 # spec §2: backbone parameters without the classifier (wavelet filters included)
 SPEC_PARAMS = {'t2': 8_467_154, 't4': 13_726_194, 's6': 14_586_736,
@@ -70,7 +71,7 @@ def fixture():
 
 @pytest.fixture(scope='module')
 def fixture_model(fixture):
-    return from_official('mobilemamba', fixture['config'], fixture['state_dict'])
+    return from_official_reference('mobilemamba', fixture['config'], fixture['state_dict'])
 
 
 # --------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def _fixture_case_ids():
 @pytest.mark.parametrize('index', range(len(_fixture_case_ids())), ids=_fixture_case_ids())
 def test_fixture_parity(fixture, index):
     config, state_dict, case = fixture_cases(fixture)[index]
-    model = from_official('mobilemamba', config, state_dict)
+    model = from_official_reference('mobilemamba', config, state_dict)
     assert not model.training
     with torch.no_grad():
         outputs = model(case['input'])
@@ -190,14 +191,15 @@ def test_fixture_parity_float64(fixture, fixture_model):
 
 
 def test_official_cpu_merge_is_the_batch_mixing_quirk(fixture):
-    """from_official reproduces the official CPU merge (batch > 1 mixes samples); the
-    backbone's default merges each sample on its own."""
+    """The parity helper reproduces the official CPU merge (batch > 1 mixes samples); the
+    backbone merges each sample on its own and offers no way to do otherwise."""
     config, state_dict, _ = fixture_cases(fixture)[0]
-    official = from_official('mobilemamba', config, state_dict)
+    official = from_official_reference('mobilemamba', config, state_dict)
     kwargs = kwargs_from_official(config)
-    assert kwargs.pop('official_cpu_merge') is True
-    clean = MobileMamba(**kwargs).eval()
-    load_state_dict_checked(clean, convert_official('mobilemamba', state_dict))
+    assert 'official_cpu_merge' not in kwargs
+    with pytest.raises(TypeError, match='official_cpu_merge'):
+        MobileMamba(**kwargs, official_cpu_merge=True)
+    clean = from_official('mobilemamba', config, state_dict)
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
         batch = clean(x)
@@ -247,11 +249,11 @@ def test_fused_checkpoints_load_both_ways(fixture, fixture_model):
     fused_sd = fuse_state_dict(fixture['state_dict'])
     assert is_fused(fused_sd) and not is_fused(fixture['state_dict'])
     # a fused official checkpoint switches the model to its deploy layout
-    model = from_official('mobilemamba', fixture['config'], fused_sd)
+    model = from_official_reference('mobilemamba', fixture['config'], fused_sd)
     assert model.deploy
     # an unfused checkpoint is fused on the fly for a model built deployed
     kwargs = kwargs_from_official(fixture['config'])
-    deployed = MobileMamba(**kwargs, deploy=True).eval()
+    deployed = official_cpu_merge(MobileMamba(**kwargs, deploy=True).eval())
     load_backbone_weights(deployed, 'mobilemamba', {'net': fixture['state_dict']}, strict=True)
     with torch.no_grad():
         ref = fixture_model(case['input'])

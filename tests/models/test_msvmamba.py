@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mmssm.models  # noqa: F401  (registers the backbones)
-from mmssm.converters import (convert_official, from_official, get_family,
+from mmssm.converters import (convert_official, from_official, get_converter,
                               load_state_dict_checked)
 from mmssm.converters.msvmamba import kwargs_from_official
 from mmssm.models.backbones.msvmamba import MSVMamba
@@ -344,14 +344,14 @@ def test_bad_arch_and_arguments():
                                    'efficientvmamba_tiny', 'mobilemamba_t2', 'vim_tiny'])
 def test_other_family_checkpoint_is_rejected(other):
     state_dict = random_state_dict_from_tsv(keys_tsv(other))
-    assert not get_family('msvmamba').signature(state_dict)
+    assert not get_converter('msvmamba').signature(state_dict)
     with pytest.raises(ValueError, match='msvmamba'):
         convert_official('msvmamba', {'model': state_dict})
 
 
 def test_msvmamba_v3_checkpoint_is_rejected():
     state_dict = random_state_dict_from_tsv(keys_tsv('extra/msvmamba_v3_tiny'))
-    assert get_family('msvmamba').signature(state_dict)
+    assert get_converter('msvmamba').signature(state_dict)
     with pytest.raises(NotImplementedError, match='MSVMambav3'):
         convert_official('msvmamba', {'model_ema': state_dict})
 

@@ -14,7 +14,7 @@ from conftest import (fixture_cases, keys_tsv, load_fixture, output_errors, pars
                       random_state_dict_from_tsv, shared_dir)
 
 import mmssm.models  # noqa: F401  (registers the backbones and necks)
-from mmssm.converters import (convert_official, detect_families, from_official, get_family,
+from mmssm.converters import (convert_official, detect_families, from_official, get_converter,
                               load_state_dict_checked)
 from mmssm.converters.cli import main as convert_cli
 from mmssm.converters.vim import _feature_indices
@@ -23,7 +23,7 @@ from mmssm.models.backbones.vim import (Vim, VisionRope, resize_pos_embed, rope_
 from mmssm.models.necks.simple_fpn import SimpleFPN
 from mmssm.registry import MODELS
 
-converter = get_family('vim')
+converter = get_converter('vim')
 
 # spec §2: measured #params of the official classification models (with the 1000-class head)
 SPEC_PARAMS = {

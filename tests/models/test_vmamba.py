@@ -14,13 +14,13 @@ from conftest import (fixture_cases, keys_tsv, load_fixture, output_errors, pars
                       random_state_dict_from_tsv, shared_dir)
 
 import mmssm.models  # noqa: F401  (registers the backbones)
-from mmssm.converters import (convert_official, detect_families, from_official, get_family,
+from mmssm.converters import (convert_official, detect_families, from_official, get_converter,
                               load_state_dict_checked)
 from mmssm.converters.cli import main as convert_cli
 from mmssm.models.backbones.vmamba import VMamba
 from mmssm.registry import MODELS
 
-converter = get_family('vmamba')
+converter = get_converter('vmamba')
 
 # spec §3: #params of the official MM_VSSM backbone incl. outnorm0..3
 SPEC_PARAMS = {

@@ -22,7 +22,7 @@ import torch
 
 from mmssm.ops import scan_patterns
 from mmssm.ops.scan_patterns import (atrous_index, bidirectional_index, cross_scan_index,
-                                     multiscale_low_index, resolve_scan_backend,
+                                     multiscale_low_index, resolve_gather_backend,
                                      row_major_index, scan_gather, scan_merge)
 
 KERNELS_FILE = Path(scan_patterns.__file__).with_name('scan_patterns_triton.py')
@@ -244,8 +244,8 @@ def test_bad_arguments_raise_clear_errors():
 def test_default_backend_is_torch_on_cpu(monkeypatch):
     x = torch.randn(1, 2, 3, 3)
     monkeypatch.delenv('MMSSM_DISABLE_TRITON', raising=False)
-    assert resolve_scan_backend(x) == 'torch'
-    assert resolve_scan_backend(x, 'torch') == 'torch'
+    assert resolve_gather_backend(x) == 'torch'
+    assert resolve_gather_backend(x, 'torch') == 'torch'
 
 
 # -------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_triton_index_plan(interpreted):
 
 
 def test_backend_triton_resolves_when_available(interpreted):
-    assert resolve_scan_backend(torch.randn(1, 2, 3), 'triton') == 'triton'
+    assert resolve_gather_backend(torch.randn(1, 2, 3), 'triton') == 'triton'
 
 
 @pytest.mark.cuda
@@ -383,7 +383,7 @@ def test_cuda_dispatch_uses_triton_and_matches_torch(monkeypatch, dtype):
             index, size = build(h, w), sizer(h, w)
             index = index.cuda()
             x = torch.randn(2, 96, *size, device='cuda', dtype=dtype, requires_grad=True)
-            assert resolve_scan_backend(x) == 'triton'
+            assert resolve_gather_backend(x) == 'triton'
             out = scan_gather(x, index)
             torch.testing.assert_close(out, scan_gather(x, index, backend='torch'))
             merged = scan_merge(out.float(), index, size)
@@ -393,4 +393,4 @@ def test_cuda_dispatch_uses_triton_and_matches_torch(monkeypatch, dtype):
             torch.testing.assert_close(gx.float(), scan_merge(
                 torch.ones_like(out).float(), index, size, backend='torch'))
     monkeypatch.setenv('MMSSM_DISABLE_TRITON', '1')
-    assert resolve_scan_backend(torch.ones(1, device='cuda')) == 'torch'
+    assert resolve_gather_backend(torch.ones(1, device='cuda')) == 'torch'

@@ -15,12 +15,14 @@
   gradient dtypes / shapes, and bad inputs (the error names the argument).
 """
 import itertools
+import os
 import random
 
 import pytest
 import torch
 
-from mmssm.ops import kernels, selective_scan, selective_scan_reference
+from mmssm.ops import (kernels, resolve_backend, scan_backend, selective_scan,
+                       selective_scan_reference)
 from mmssm.ops.kernels import SelectiveScanFn, backend_available
 
 SEQLENS = (1, 7, 64, 257, 1024, 3136)
@@ -569,6 +571,41 @@ def test_env_var_selects_backend(monkeypatch):
     inputs = _good()
     out = selective_scan(**inputs)
     assert torch.equal(out, selective_scan_reference(**inputs))
+
+
+def test_scan_backend_block_selects_the_backend(monkeypatch):
+    monkeypatch.delenv('MMSSM_SCAN_BACKEND', raising=False)
+    cpu = torch.device('cpu')
+    inputs = _good()
+    assert resolve_backend(None, cpu) == 'cpu'
+    with scan_backend('torch'):
+        assert resolve_backend(None, cpu) == 'torch'
+        assert resolve_backend('cpu', cpu) == 'cpu'  # an explicit backend wins
+        assert 'MMSSM_SCAN_BACKEND' not in os.environ  # no process-wide side effect
+        with scan_backend('cpu'):  # blocks nest
+            assert resolve_backend(None, cpu) == 'cpu'
+        assert torch.equal(selective_scan(**inputs), selective_scan_reference(**inputs))
+    assert resolve_backend(None, cpu) == 'cpu'
+    monkeypatch.setenv('MMSSM_SCAN_BACKEND', 'torch')
+    with scan_backend('cpu'):  # the block wins over the environment
+        assert resolve_backend(None, cpu) == 'cpu'
+    assert resolve_backend('auto', cpu) == ('cpu' if backend_available('cpu') else 'torch')
+    with pytest.raises(ValueError, match="cannot run a model on cpu"):
+        resolve_backend('cuda', cpu, check_available=True)
+    with pytest.raises(ValueError, match="unknown backend 'auto'"):
+        with scan_backend('auto'):
+            pass
+
+
+def test_opaque_reference_is_one_forward_only_node():
+    inputs = {k: (v.requires_grad_() if v is not None else v) for k, v in _good().items()}
+    with scan_backend('torch', opaque_reference=True):
+        out = selective_scan(**inputs)
+    assert out.grad_fn.name().endswith('SelectiveScanReferenceBackward')
+    with torch.no_grad():
+        assert torch.equal(out, selective_scan_reference(**inputs))
+    with pytest.raises(RuntimeError, match='forward-only'):
+        out.sum().backward()
 
 
 @pytest.mark.parametrize('fn, index, value, pattern', [

@@ -24,8 +24,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmssm.apis.analysis import (TASK_DEFAULT_SHAPES, build_backbone,  # noqa: E402
                                  build_task_model, count_params, dummy_batch,
                                  format_count, parse_arch, parse_shape,
-                                 resolve_scan_backend,
-                                 scan_backend)
+                                 resolve_backend, scan_backend)
 
 
 def parse_args(argv=None):
@@ -92,7 +91,7 @@ def main(argv=None):
     model = model.to(device).eval()
     shape = parse_shape(args.shape, TASK_DEFAULT_SHAPES[scope])
     images, samples = dummy_batch(scope, shape, args.batch, device)
-    backend = resolve_scan_backend(args.scan_backend, device)
+    backend = resolve_backend(args.scan_backend, device, check_available=True)
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
 
     def step():

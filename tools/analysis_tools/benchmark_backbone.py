@@ -54,17 +54,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-import mmssm.models  # noqa: F401,E402  (registers the backbones)
-from mmssm.registry import MODELS  # noqa: E402
+from mmssm import families  # noqa: E402
 
-# family -> (registered class, smallest preset = the default one benchmarked)
-FAMILIES = {
-    'vmamba': ('VMamba', 'tiny_s1l8'),
-    'msvmamba': ('MSVMamba', 'nano'),
-    'efficientvmamba': ('EfficientVMamba', 'tiny'),
-    'mobilemamba': ('MobileMamba', 't2'),
-    'vim': ('Vim', 'tiny'),
-}
 # Environment of each path (None = unset).
 PATHS = {
     'default': {'MMSSM_SCAN_BACKEND': None, 'MMSSM_DISABLE_TRITON': None},
@@ -95,10 +86,10 @@ def expand_models(specs: Sequence[str]) -> List[Tuple[str, str]]:
     models = []
     for spec in specs:
         family, _, preset = spec.partition(':')
-        if family not in FAMILIES:
-            raise SystemExit(f'unknown family {family!r}; choose from {sorted(FAMILIES)}')
-        class_name, smallest = FAMILIES[family]
-        presets = MODELS.get(class_name).arch_settings
+        if family not in families.names():
+            raise SystemExit(f'unknown family {family!r}; choose from {families.names()}')
+        smallest = families.get(family).default_preset
+        presets = families.get(family).presets
         if preset == 'all':
             models += [(family, name) for name in presets]
         elif preset and preset not in presets:
@@ -123,11 +114,11 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def build_model(family: str, preset: str, size: Tuple[int, int]) -> torch.nn.Module:
-    class_name, _ = FAMILIES[family]
-    cfg = dict(type=f'mmssm.{class_name}', arch=preset)
-    if family == 'vim':
-        cfg['img_size'] = size  # position embedding defined for the benchmark size
-    return MODELS.build(cfg)
+    kwargs = {}
+    size_argument = families.get(family).size_argument
+    if size_argument:  # e.g. Vim's position embedding is defined for the benchmark size
+        kwargs[size_argument] = size
+    return families.build_backbone(family, preset, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,9 +375,9 @@ def parse_args(argv=None):
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
-    parser.add_argument('--models', nargs='+', default=sorted(FAMILIES),
+    parser.add_argument('--models', nargs='+', default=sorted(families.names()),
                         help='family (its smallest preset), family:preset or family:all '
-                             f'(families: {", ".join(sorted(FAMILIES))})')
+                             f'(families: {", ".join(sorted(families.names()))})')
     parser.add_argument('--sizes', nargs='+', type=parse_size,
                         default=[(224, 224), (512, 512)],
                         help='input sizes, N or HxW (e.g. 224 512 800x1333 1248x1248)')

@@ -1,6 +1,9 @@
-# Each family module registers its backbone in mmssm.registry.MODELS on import.
-from . import msvmamba  # noqa: F401
-from . import efficient_vmamba  # noqa: F401
-from . import vmamba  # noqa: F401
-from . import mobilemamba  # noqa: F401
-from . import vim  # noqa: F401
+"""The backbone of every family registered in :mod:`mmssm.families`: importing this
+package imports each family's backbone module, which registers its class in
+``mmssm.registry.MODELS``."""
+import importlib
+
+from mmssm import families
+
+for _name in families.names():
+    importlib.import_module(families.get(_name).backbone_module)

@@ -8,6 +8,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmssm import families
+
 Tensor = torch.Tensor
 
 
@@ -81,7 +83,7 @@ class SSMBackbone(BaseModule):
     """Base class: pretrained loading through our converters, stage freezing, and
     ``norm_eval``.
 
-    Subclasses set ``family`` (the converter family name), implement
+    Subclasses set ``family`` (their key in :mod:`mmssm.families`), implement
     :meth:`frozen_modules` (the modules of stages ``0..frozen_stages``) and call
     ``self._freeze_stages()`` at the end of their ``__init__``.
 
@@ -117,16 +119,18 @@ class SSMBackbone(BaseModule):
         super().init_weights()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
-                        trust_pickle: bool = False, strict: bool = False) -> dict:
-        """Load an official or mmssm checkpoint file into this backbone."""
-        from mmengine.fileio import get_local_path
+                        trust_pickle: bool = False, strict: bool = False,
+                        key: Optional[str] = None) -> dict:
+        """Load an official or mmssm checkpoint file into this backbone.
 
-        from mmssm.converters import load_backbone_weights
-        from mmssm.fileio import load_checkpoint_file
-        with get_local_path(checkpoint) as local:
-            contents = load_checkpoint_file(local, trust_pickle=trust_pickle)
-        return load_backbone_weights(self, self.family, contents, prefix=prefix,
-                                     strict=strict, source=f'checkpoint {checkpoint!r}')
+        The family's converter (found through :mod:`mmssm.families`) reads the file
+        safely, recognises the official layout and converts it; the model itself knows
+        no checkpoint layout. ``key`` picks the checkpoint entry holding the weights
+        (e.g. ``'net_E'``, MobileMamba's EMA weights); found automatically by default.
+        """
+        converter = families.get(self.family).converter()
+        return converter.load_checkpoint(self, checkpoint, prefix=prefix, key=key,
+                                         trust_pickle=trust_pickle, strict=strict)
 
     # -- freezing / norm_eval -------------------------------------------------------
     def frozen_modules(self) -> Iterable[nn.Module]:

@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmssm.ops.scan_patterns import scan_merge
 from mmssm.registry import MODELS
 from ..layers import SS2D, DropPath, drop_path_rates
 from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
@@ -270,28 +269,17 @@ def inverse_wavelet_transform(bands: Tensor, filters: Tensor) -> Tensor:
 class BidirectionalSS2D(SS2D):
     """MobileMamba's SS2D: bidirectional scan, gated, d_state 1, Conv2d_BN projections.
 
-    With ``official_cpu_merge`` the route merge of CPU tensors reproduces the official
-    pure-PyTorch fallback (``cross_merge_fwd`` with ``scans=2``), which broadcasts over
-    the batch by mistake: ``y[i] = sum_j fwd[j] + B * bwd[i]`` for a batch of B (the
-    right ``fwd[i] + bwd[i]`` when B = 1). The official reference outputs computed on
-    CPU carry that mixing; CUDA tensors (the official triton kernel) always merge
-    correctly. Only for parity with such outputs -- never for real use.
+    The two routes merge per sample (as the official CUDA path does). The official
+    pure-PyTorch fallback, which produced the official CPU reference outputs, mixes
+    the samples of a batch in its merge; the parity tests reproduce that quirk in
+    their own helpers, it is not an option of this model.
     """
 
-    def __init__(self, channels: int, ssm_ratio: float = 2.0, deploy: bool = False,
-                 official_cpu_merge: bool = False):
+    def __init__(self, channels: int, ssm_ratio: float = 2.0, deploy: bool = False):
         super().__init__(
             channels, int(ssm_ratio * channels), d_state=1, dt_rank=math.ceil(channels / 16),
             scan='bidirectional', gated=True, conv_bias=True, conv_kernel=3,
             projection=lambda cin, cout: conv_bn(cin, cout, deploy=deploy), init='v2')
-        self.official_cpu_merge = official_cpu_merge
-
-    def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
-        if not (self.official_cpu_merge and ys.device.type == 'cpu' and ys.shape[0] > 1):
-            return super().merge_routes(ys, index, size)
-        along = scan_merge(ys[:, :1], index[:1], size)  # direction 0, per sample
-        reverse = scan_merge(ys[:, 1:], index[1:], size)  # direction 1, re-reversed
-        return along.sum(0, keepdim=True) + ys.shape[0] * reverse
 
 
 class ChannelScale(nn.Module):
@@ -320,17 +308,16 @@ class WTEMamba(nn.Module):
         kernel_size (int): k of the sub-band conv.
         ssm_ratio (float): SS2D inner width ``int(ssm_ratio * C)``.
         deploy (bool): build the SS2D projections in the BN-fused layout.
-        official_cpu_merge (bool): see :class:`BidirectionalSS2D`.
     """
 
     def __init__(self, channels: int, kernel_size: int, ssm_ratio: float = 2.0,
-                 deploy: bool = False, official_cpu_merge: bool = False):
+                 deploy: bool = False):
         super().__init__()
         self.channels = channels
         filters = haar_filters(channels)
         self.wt_filter = nn.Parameter(filters.clone(), requires_grad=False)
         self.iwt_filter = nn.Parameter(filters.clone(), requires_grad=False)
-        self.global_atten = BidirectionalSS2D(channels, ssm_ratio, deploy, official_cpu_merge)
+        self.global_atten = BidirectionalSS2D(channels, ssm_ratio, deploy)
         self.base_scale = ChannelScale(channels, 1.0)
         self.wavelet_convs = nn.ModuleList([
             nn.Conv2d(4 * channels, 4 * channels, kernel_size, padding=kernel_size // 2,
@@ -388,8 +375,7 @@ class MRFFI(nn.Module):
     """
 
     def __init__(self, channels: int, global_ratio: float, local_ratio: float,
-                 kernel_size: int, ssm_ratio: float = 2.0, deploy: bool = False,
-                 official_cpu_merge: bool = False):
+                 kernel_size: int, ssm_ratio: float = 2.0, deploy: bool = False):
         super().__init__()
         self.split = mrffi_split(channels, global_ratio, local_ratio)
         global_channels, local_channels, _ = self.split
@@ -399,8 +385,7 @@ class MRFFI(nn.Module):
             self.local_op = MKDeConv.fused_layout(local_channels, kernel_size)
         else:
             self.local_op = MKDeConv(local_channels, kernel_size)
-        self.global_op = (WTEMamba(global_channels, kernel_size, ssm_ratio, deploy,
-                                   official_cpu_merge)
+        self.global_op = (WTEMamba(global_channels, kernel_size, ssm_ratio, deploy)
                           if global_channels else nn.Identity())
         self.proj = nn.Sequential(
             nn.ReLU(), conv_bn(channels, channels, bn_weight_init=0.0, deploy=deploy))
@@ -430,7 +415,7 @@ class MobileMambaBlock(nn.Module):
 
     def __init__(self, channels: int, global_ratio: float, local_ratio: float,
                  kernel_size: int, ssm_ratio: float = 2.0, drop_path: float = 0.0,
-                 deploy: bool = False, official_cpu_merge: bool = False):
+                 deploy: bool = False):
         super().__init__()
 
         def depthwise():
@@ -440,8 +425,7 @@ class MobileMambaBlock(nn.Module):
         self.dw0 = depthwise()
         self.ffn0 = Residual(FFN(channels, 2 * channels, deploy))
         self.mixer = Residual(MRFFIWindow(
-            MRFFI(channels, global_ratio, local_ratio, kernel_size, ssm_ratio, deploy,
-                  official_cpu_merge)))
+            MRFFI(channels, global_ratio, local_ratio, kernel_size, ssm_ratio, deploy)))
         self.dw1 = depthwise()
         self.ffn1 = Residual(FFN(channels, 2 * channels, deploy))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -483,10 +467,6 @@ class MobileMamba(SSMBackbone):
         with_cp (bool): gradient checkpointing per block.
         deploy (bool): build the BN-fused inference layout (for fused checkpoints);
             see :meth:`switch_to_deploy`.
-        official_cpu_merge (bool): on CPU, reproduce the official pure-PyTorch scan
-            merge, which mixes the samples of a batch (see :class:`BidirectionalSS2D`).
-            Only for parity with official CPU outputs (``from_official`` sets it);
-            keep False for any real use.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=PATH)``;
             official checkpoints (flat or nested under ``net``/``net_E``, fused or not,
             with or without the classifier) load through
@@ -518,7 +498,6 @@ class MobileMamba(SSMBackbone):
                  drop_path_rate: Optional[float] = None,
                  with_cp: bool = False,
                  deploy: bool = False,
-                 official_cpu_merge: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
         settings = resolve_arch(arch, self.arch_settings, ('embed_dims', 'depths'),
@@ -544,7 +523,6 @@ class MobileMamba(SSMBackbone):
         self.drop_path_rate = drop_path_rate
         self.with_cp = with_cp
         self.deploy = deploy
-        self.official_cpu_merge = official_cpu_merge
         self.out_channels = [self.embed_dims[0]] + self.embed_dims
 
         c1 = self.embed_dims[0]
@@ -569,7 +547,7 @@ class MobileMamba(SSMBackbone):
                 modules.append(MobileMambaBlock(
                     dim, settings['global_ratios'][stage], settings['local_ratios'][stage],
                     settings['kernel_sizes'][stage], settings['ssm_ratio'],
-                    rates[first + j], deploy, official_cpu_merge))
+                    rates[first + j], deploy))
             self.add_module(f'blocks{stage + 1}', nn.Sequential(*modules))
         self._freeze_stages()
 
@@ -634,19 +612,3 @@ class MobileMamba(SSMBackbone):
             self.deploy = True
             self._freeze_stages()  # the fused convs are new parameters
         return self
-
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
-                        trust_pickle: bool = False, strict: bool = False,
-                        key: Optional[str] = None) -> dict:
-        """Load an official or mmssm checkpoint file; ``key='net_E'`` picks the EMA
-        weights of an official trainer checkpoint (default: ``net``)."""
-        if key is None:
-            return super().load_pretrained(checkpoint, prefix, trust_pickle, strict)
-        from mmengine.fileio import get_local_path
-
-        from mmssm.converters import extract_state_dict, load_backbone_weights
-        from mmssm.fileio import load_checkpoint_file
-        with get_local_path(checkpoint) as local:
-            contents = extract_state_dict(load_checkpoint_file(local, trust_pickle), key)
-        return load_backbone_weights(self, self.family, contents, prefix=prefix,
-                                     strict=strict, source=f'checkpoint {checkpoint!r}')
