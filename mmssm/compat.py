@@ -26,11 +26,13 @@ import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import os
 import os.path as osp
 import re
 import sys
 import threading
 import types
+import zipfile
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 __all__ = ['SHIMS', 'apply', 'applied']
@@ -142,36 +144,84 @@ def _version(text: str) -> Tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r'\d+', text.split('+')[0])[:3])
 
 
-# ----------------------------------------------- 1. torch>=2.6 weights_only in mmengine
-def _trusted_load(*args, **kwargs):
-    """``torch.load`` as mmengine 0.10.7 means it: full unpickling unless told otherwise."""
+# ------------------------------------ 1. torch>=2.6 weights_only: mmengine's checkpoints
+def _safe_load(f, map_location=None, *args, weights_only=None, **kwargs):
+    """``torch.load`` for mmengine's checkpoint loaders: mmssm's safe loader.
+
+    Without an explicit ``weights_only`` (mmengine 0.10.7 never passes one) the file goes
+    through :func:`mmssm.fileio.load_checkpoint_file`: ``weights_only=True`` plus the
+    allow-list that full mmengine training checkpoints need, or a full unpickle if the
+    user opted in for that file (``--trust-pickle`` / ``mmssm.fileio.trust_file``). An
+    explicit ``weights_only=`` from the caller is obeyed as given.
+    """
     import torch
-    kwargs.setdefault('weights_only', False)
-    return torch.load(*args, **kwargs)
+    if weights_only is not None or args or kwargs:
+        return torch.load(f, map_location, *args, weights_only=weights_only, **kwargs)
+    from mmssm.fileio import load_checkpoint_file
+    return load_checkpoint_file(f, map_location=map_location)
+
+
+def _safe_load_url(url, model_dir=None, map_location=None, progress=True,
+                   check_hash=False, file_name=None, weights_only=None):
+    """``load_url`` for mmengine's ``http(s)://``, ``torchvision://``, ``open-mmlab://``
+    and ``mmcls://`` loaders: torch.hub's download and cache, then :func:`_safe_load`.
+
+    mmengine 0.10.7 uses ``torch.hub.load_state_dict_from_url``, whose ``weights_only``
+    defaults to False: a remote file would be fully unpickled even on torch>=2.6.
+    """
+    import torch.hub
+    from urllib.parse import urlparse
+
+    from mmssm.fileio import UnsafeCheckpointError, is_trusted, load_checkpoint_file
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, file_name or osp.basename(urlparse(url).path))
+    if not osp.exists(cached):
+        sys.stdout.write(f'Downloading: "{url}" to {cached}\n')
+        match = torch.hub.HASH_REGEX.search(osp.basename(cached)) if check_hash else None
+        torch.hub.download_url_to_file(url, cached, match.group(1) if match else None,
+                                       progress=progress)
+    if weights_only is not None:
+        return torch.load(cached, map_location=map_location, weights_only=weights_only)
+    if zipfile.is_zipfile(cached):
+        with zipfile.ZipFile(cached) as archive:
+            members = archive.infolist()
+        if len(members) == 1 and not members[0].is_dir():
+            raise RuntimeError(f'{url} ({cached}) is a zip archive holding one file '
+                               '(the pre-1.6 "legacy zip" layout): extract it and load the '
+                               'file it holds instead')
+    try:
+        return load_checkpoint_file(cached, trust_pickle=is_trusted(url),
+                                    map_location=map_location)
+    except UnsafeCheckpointError as err:  # name what the user wrote, not only the cache
+        raise UnsafeCheckpointError(f'{url}: {err}') from err
 
 
 def _patch_checkpoint_loading(module: types.ModuleType) -> None:
     """torch 2.6 flipped ``torch.load``'s default to ``weights_only=True``. mmengine 0.10.7
-    calls ``torch.load(filename, map_location=...)`` in all of its checkpoint loaders
-    (``load_from_local``, ``_http``, ``_pavi``, ``_ceph``, ``_openmmlab``), so ``load_from``,
-    ``resume``, ``init_cfg=dict(type='Pretrained')`` and the Inferencers fail on every full
-    training checkpoint: the Runner saves ``message_hub`` with mmengine ``HistoryBuffer``
-    objects and numpy arrays/scalars, whose unpickling needs ``builtins.getattr`` -- which
-    cannot be allow-listed without defeating ``weights_only``. open-mmlab/mmengine#1655;
-    fixed on mmengine main by #1670 ("Load checkpoint with weights_only=False"), unreleased.
+    calls ``torch.load(filename, map_location=...)`` in its checkpoint loaders
+    (``runner/checkpoint.py``: ``load_from_local``, ``_pavi``, ``_ceph``, ``_openmmlab``),
+    so ``load_from``, ``resume``, ``tools/test.py``, ``init_cfg=dict(type='Pretrained')``
+    and the Inferencers fail on every full training checkpoint: the Runner saves
+    ``message_hub`` with mmengine ``HistoryBuffer`` objects and numpy arrays/scalars,
+    whose unpickling needs ``builtins.getattr`` (open-mmlab/mmengine#1655). Its URL
+    loader goes the other way: ``load_url`` is ``torch.hub.load_state_dict_from_url``,
+    which still defaults to ``weights_only=False``, so a downloaded file is fully
+    unpickled. mmengine main answers #1655 with #1670 (``weights_only=False`` everywhere:
+    any checkpoint can run code), unreleased.
 
-    The shim does what #1670 does, and only inside ``mmengine.runner.checkpoint``: its
-    ``torch`` global becomes a view of torch whose ``load`` defaults to
-    ``weights_only=False``. Checkpoints are trusted input here, as in mmengine before
-    torch 2.6; an explicit ``weights_only=`` or ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` wins.
+    This shim turns no unpickling on. Inside ``mmengine.runner.checkpoint`` only,
+    ``torch`` becomes a view of torch whose ``load`` is :func:`_safe_load` and
+    ``load_url`` becomes :func:`_safe_load_url`: mmssm's allow-list loader
+    (:mod:`mmssm.fileio`), which rebuilds what training checkpoints hold (real
+    HistoryBuffers, numpy data) and refuses anything else by name, unless the user opted
+    in for that one file. ``torch.load`` elsewhere keeps torch's own default.
     """
     import torch
-    if _version(torch.__version__) < (2, 6):
-        return
-    real = module.__dict__.get('torch')
-    if isinstance(real, _ModuleView) or real is not torch:
-        return
-    module.torch = _ModuleView(torch, load=_trusted_load)
+    if module.__dict__.get('torch') is torch:
+        module.torch = _ModuleView(torch, load=_safe_load)
+    if 'load_url' in module.__dict__:
+        module.load_url = _safe_load_url
 
 
 # ---------------------------------------- 2. setuptools>=82: no pkg_resources in mmengine
@@ -352,8 +402,10 @@ def _patch_ssd_head(module: types.ModuleType) -> None:
 
 # --------------------------------------------------------------------------- the list
 SHIMS: Tuple[Shim, ...] = (
-    Shim('weights_only', 'mmengine.runner.checkpoint', _patch_checkpoint_loading,
-         reason='torch>=2.6 weights_only default; open-mmlab/mmengine#1655, fix #1670'),
+    *(Shim('weights_only', name, _patch_checkpoint_loading,
+           reason='torch>=2.6 weights_only default; open-mmlab/mmengine#1655 (#1670 '
+           'unpickles fully; mmssm loads safely instead)')
+      for name in ('mmengine.runner.checkpoint', )),
     *(Shim('pkg_resources', name, _patch_package_utils,
            reason='setuptools>=82 has no pkg_resources; open-mmlab/mmengine#1676')
       for name in ('mmengine.utils.package_utils', 'mmengine.utils',

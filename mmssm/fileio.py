@@ -71,15 +71,17 @@ _trust_lock = threading.Lock()
 
 
 def _key(path: Union[str, os.PathLike]) -> str:
-    return osp.realpath(os.fspath(path))
+    path = os.fspath(path)
+    return path if '://' in path else osp.realpath(path)  # URLs as they are
 
 
 def trust_file(path: Union[str, os.PathLike]) -> None:
-    """Opt in to full unpickling of this one file for the rest of the process.
+    """Opt in to full unpickling of this one file (a path or a URL that mmengine
+    downloads) for the rest of the process.
 
     Used by the tools' ``--trust-pickle`` for the checkpoint they were given, so that
     mmengine's loaders (``load_from``, ``--resume``, ``tools/test.py``) accept it. Only
-    this path is affected; every other file is still loaded safely.
+    this file is affected; every other one is still loaded safely.
     """
     with _trust_lock:
         _trusted.add(_key(path))

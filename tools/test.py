@@ -16,7 +16,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, default_work_dir, load_config,  # noqa: E402
-                        set_launcher_env, setup_cpu_distributed, task_scope)
+                        set_launcher_env, setup_cpu_distributed, task_scope,
+                        trust_checkpoints)
+from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -24,6 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file (mmengine/mmssm format; convert '
                         'official files with tools/model_converters first)')
+    parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show', action='store_true', help='display predictions')
@@ -75,6 +78,8 @@ def main(argv=None):
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
     cfg.load_from = args.checkpoint
+    if args.trust_pickle:
+        trust_checkpoints([args.checkpoint])
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:

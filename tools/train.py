@@ -16,7 +16,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, default_work_dir, enable_amp,  # noqa: E402
-                        load_config, set_launcher_env, setup_cpu_distributed, task_scope)
+                        load_config, set_launcher_env, setup_cpu_distributed, task_scope,
+                        trust_checkpoints)
+from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,6 +33,9 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from a checkpoint path, or from the latest one in the '
                         'work dir when no path is given')
+    parser.add_argument('--trust-pickle', action='store_true',
+                        help='for the checkpoint to resume from (--resume) or load_from '
+                        'only: ' + TRUST_HELP)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config values, key=value (e.g. '
                         'train_dataloader.batch_size=4)')
@@ -60,6 +65,10 @@ def main(argv=None):
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume!r}')
         cfg.resume, cfg.load_from = True, args.resume
+    if args.trust_pickle:
+        from mmengine.runner import find_latest_checkpoint
+        latest = find_latest_checkpoint(cfg.work_dir) if args.resume == 'auto' else None
+        trust_checkpoints([cfg.get('load_from'), latest])
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')

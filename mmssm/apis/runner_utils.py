@@ -79,6 +79,20 @@ def check_data_paths(cfg: Config, loaders: Iterable[str]) -> None:
             'For a quick start use the embedded demo data: make demo.')
 
 
+def trust_checkpoints(paths: Iterable[Optional[str]], flag: str = '--trust-pickle') -> List[str]:
+    """A tool's ``--trust-pickle``: opt in to full unpickling of exactly these files
+    (local paths or URLs; empty entries are skipped). Returns what was trusted; an error
+    if there is nothing to trust, so the flag never silently does nothing."""
+    from mmssm.fileio import trust_file
+    trusted = [p for p in paths if p]
+    if not trusted:
+        raise ValueError(f'{flag}: there is no checkpoint to trust (give the checkpoint '
+                         'path, --resume PATH or load_from)')
+    for path in trusted:
+        trust_file(path)
+    return trusted
+
+
 def default_work_dir(config_path: str) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 

@@ -25,6 +25,7 @@ from mmssm.apis.analysis import (TASK_DEFAULT_SHAPES, build_backbone,  # noqa: E
                                  build_task_model, count_params, dummy_batch,
                                  format_count, parse_arch, parse_shape,
                                  resolve_backend, scan_backend)
+from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument('config', nargs='?', help='config file (or use --backbone)')
     parser.add_argument('--checkpoint', help='weights to load (optional; speed does not '
                         'depend on them except through detector post-processing)')
+    parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
     parser.add_argument('--backbone', help='benchmark a bare backbone: class or family '
                         'name (mmssm.VMamba, msvmamba, ...)')
     parser.add_argument('--arch', help='backbone preset name or dict literal')
@@ -87,6 +89,10 @@ def main(argv=None):
         title = f'{type(model).__name__} from {args.config}'
     if args.checkpoint:
         from mmengine.runner import load_checkpoint
+
+        from mmssm.apis import trust_checkpoints
+        if args.trust_pickle:
+            trust_checkpoints([args.checkpoint])
         load_checkpoint(model, args.checkpoint, map_location='cpu')
     model = model.to(device).eval()
     shape = parse_shape(args.shape, TASK_DEFAULT_SHAPES[scope])

@@ -28,6 +28,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmssm.apis.analysis import (build_backbone, effective_receptive_field,  # noqa: E402
                                  high_contribution_area, load_images, log_scaled,
                                  parse_arch, parse_shape)
+from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 
@@ -46,8 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('--checkpoint', help='official or mmssm backbone checkpoint, or a '
                         "detector/segmentor checkpoint (its 'backbone.' part is used); "
                         'without it the weights are random')
-    parser.add_argument('--trust-pickle', action='store_true',
-                        help='allow full unpickling of the checkpoint (trusted files only)')
+    parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
     parser.add_argument('--stage', type=int, default=-1,
                         help='stage (out_indices entry) whose central output pixel is used '
                         "(-1: the last of the backbone's default outputs)")
