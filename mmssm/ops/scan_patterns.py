@@ -42,26 +42,26 @@ def _check_size(h: int, w: int) -> None:
         raise ValueError(f'scan pattern: feature map must be non-empty, got {h}x{w}')
 
 
-@lru_cache(maxsize=256)
-def _cpu_index(kind: str, h: int, w: int) -> Tensor:
-    _check_size(h, w)
-    grid = torch.arange(h * w, dtype=torch.long).view(h, w)
+def _build_index(kind: str, h, w, device=None) -> Tensor:
+    """The (K, L') map of ``kind`` from tensor operations only: ``h``/``w`` may be ints
+    or the traced sizes of an export, and no branch depends on their values, so an
+    exported graph builds the right map for every input size."""
+    grid = torch.arange(h * w, dtype=torch.long, device=device).reshape(h, w)
     row = grid.flatten()
     if kind == 'row':
-        return row.view(1, -1)
+        return row.reshape(1, -1)
     if kind == 'bidirectional':
         return torch.stack([row, row.flip(0)])
     col = grid.t().flatten()
     if kind == 'cross':
         return torch.stack([row, col, row.flip(0), col.flip(0)])
     if kind == 'multiscale_low':
-        return torch.cat([row.flip(0), col, col.flip(0)]).view(1, -1)
+        return torch.cat([row.flip(0), col, col.flip(0)]).reshape(1, -1)
     if kind == 'atrous':
         # Pad to even size with -1 (zero pixels), then take the four parity sub-grids:
         # (even, even) and (even, odd) row-major, (odd, even) and (odd, odd) col-major.
-        hp, wp = h + h % 2, w + w % 2
-        padded = torch.full((hp, wp), -1, dtype=torch.long)
-        padded[:h, :w] = grid
+        padded = torch.cat([grid, grid.new_full((h % 2, w), -1)], 0)
+        padded = torch.cat([padded, padded.new_full((h + h % 2, w % 2), -1)], 1)
         routes = [
             padded[0::2, 0::2].flatten(),
             padded[1::2, 0::2].t().flatten(),
@@ -73,13 +73,22 @@ def _cpu_index(kind: str, h: int, w: int) -> Tensor:
 
 
 @lru_cache(maxsize=256)
+def _cpu_index(kind: str, h: int, w: int) -> Tensor:
+    _check_size(h, w)
+    return _build_index(kind, h, w)
+
+
+@lru_cache(maxsize=256)
 def _device_index(kind: str, h: int, w: int, device: torch.device) -> Tensor:
     return _cpu_index(kind, h, w).to(device)
 
 
 def _index(kind: str, h: int, w: int, device) -> Tensor:
     # Cached per device too: no host-to-device copy per call, and the same tensor on
-    # every call lets the Triton path reuse its per-index metadata.
+    # every call lets the Triton path reuse its per-index metadata. An ONNX export
+    # builds the map inside the graph from the (traced) sizes instead.
+    if torch.onnx.is_in_onnx_export():
+        return _build_index(kind, h, w, device)
     if device is None:
         return _cpu_index(kind, int(h), int(w))
     device = torch.device(device)
@@ -174,9 +183,10 @@ def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> T
     flat = x.flatten(2)
     batch, channels, pixels = flat.shape
     routes, length = index.shape
-    if bool((index < -1).any()) or bool((index >= pixels).any()):
+    exporting = torch.onnx.is_in_onnx_export()  # maps built in the graph: one path for all
+    if not exporting and (bool((index < -1).any()) or bool((index >= pixels).any())):
         raise ValueError(f'scan_gather: index addresses pixels outside a map of {pixels}')
-    if bool((index < 0).any()):
+    if exporting or bool((index < 0).any()):
         flat = torch.cat([flat, flat.new_zeros(batch, channels, 1)], dim=2)
         index = torch.where(index < 0, torch.full_like(index, pixels), index)
     out = flat.index_select(2, index.reshape(-1)).view(batch, channels, routes, length)
@@ -204,12 +214,21 @@ def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
     if tuple(index.shape) != (routes, length):
         raise ValueError(f'scan_merge: ys has {routes} routes of length {length} but the '
                          f'index is {tuple(index.shape)}')
+    exporting = torch.onnx.is_in_onnx_export()  # traced sizes: no int(), one path for all
     pixels = 1
     for s in size:
-        pixels *= int(s)
+        pixels = pixels * (s if exporting else int(s))
     src = ys.transpose(1, 2).reshape(batch, channels, routes * length)
     flat_index = index.reshape(-1)
-    if bool((flat_index < 0).any()):
+    if exporting:
+        # ScatterElements(reduction='add'): correct for routes that visit a pixel more
+        # than once (index_add_'s ONNX lowering is not). Padding steps land in pixel P.
+        flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
+                                 flat_index)
+        index3 = flat_index.reshape(1, 1, -1).expand(batch, channels, -1)
+        out = ys.new_zeros(batch, channels, pixels + 1).scatter_add(2, index3, src)
+        out = out[:, :, :pixels]
+    elif bool((flat_index < 0).any()):
         flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
                                  flat_index)
         out = ys.new_zeros(batch, channels, pixels + 1).index_add(2, flat_index, src)

@@ -7,6 +7,9 @@ Backends:
 ``backend=None`` picks ``'cuda'`` for CUDA tensors and ``'cpu'`` for CPU tensors, unless
 a :func:`scan_backend` block or the environment variable ``MMSSM_SCAN_BACKEND`` names a
 backend (useful to run a whole model on the reference path for debugging or analysis).
+While ``torch.onnx.is_in_onnx_export()`` is true the scan is traced as standard tensor
+operations instead (:func:`mmssm.ops.scan_lowering.selective_scan_export`), whatever the
+backend.
 """
 import contextlib
 import contextvars
@@ -16,6 +19,7 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 
 from .reference import SelectiveScanReference, selective_scan_reference
+from .scan_lowering import selective_scan_export
 
 Tensor = torch.Tensor
 
@@ -218,6 +222,9 @@ def selective_scan(
     """
     u, delta, B, C, z = _autocast_activations(u, delta, B, C, z)
     B, C = validate_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if torch.onnx.is_in_onnx_export():  # no exporter knows the compiled kernels
+        return selective_scan_export(u, delta, A, B, C, D, z, delta_bias,
+                                     delta_softplus, return_last_state)
     backend = resolve_backend(backend, u.device)
     # The scan accumulates in fp32 itself; autocast must not re-cast anything inside.
     no_autocast = (torch.autocast(device_type=u.device.type, enabled=False)

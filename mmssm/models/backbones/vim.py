@@ -99,8 +99,8 @@ def resize_pos_embed(pos_embed: Tensor, src_grid: Grid, dst_grid: Grid,
         raise ValueError(f'resize_pos_embed: pos_embed {tuple(pos_embed.shape)} does not '
                          f'fit a {src_grid[0]}x{src_grid[1]} grid'
                          f'{" plus a class entry" if extra else ""}')
-    if src_grid == dst_grid:
-        return pos_embed
+    if src_grid == dst_grid and not torch.onnx.is_in_onnx_export():
+        return pos_embed  # an export resizes in the graph: it runs at any grid
     grid, cls_entry = split_cls_entry(pos_embed, with_cls_token)
     channels = grid.shape[-1]
     grid = grid.reshape(grid.shape[0], *src_grid, channels).permute(0, 3, 1, 2)
@@ -187,8 +187,8 @@ class VisionRope(nn.Module):
     def tables(self, grid: Grid, cls_index: Optional[int]) -> Tuple[Tensor, Tensor]:
         """(cos, sin) for a sequence over ``grid``; a class token at ``cls_index`` is not
         rotated (cos 1, sin 0)."""
-        if tuple(grid) == self.grid:
-            cos, sin = self.freqs_cos, self.freqs_sin
+        if tuple(grid) == self.grid and not torch.onnx.is_in_onnx_export():
+            cos, sin = self.freqs_cos, self.freqs_sin  # (an export builds them in-graph)
         else:
             cos, sin = rope_tables(self.embed_dims, grid, self.pretrain_grid)
             cos = cos.to(self.freqs_cos.device)
