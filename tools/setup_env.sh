@@ -129,9 +129,9 @@ if ! env_ok; then
     fi
     shopt -u nullglob
 
-    log "installing runtime, OpenMMLab and test requirements"
+    log "installing runtime, OpenMMLab, deployment and test requirements"
     pip_install --find-links "$MMCV_DIR" --only-binary mmcv \
-        -r "$REQ/runtime.txt" -r "$REQ/openmmlab.txt" -r "$REQ/tests.txt"
+        -r "$REQ/runtime.txt" -r "$REQ/openmmlab.txt" -r "$REQ/deploy.txt" -r "$REQ/tests.txt"
     "$VPY" -c 'import mmcv.ops, mmdet, mmseg, mmpretrain' \
         || die "the installed OpenMMLab stack does not import (see the error above)"
     printf '%s\n' "$ENV_HASH" >"$ENV_STAMP"

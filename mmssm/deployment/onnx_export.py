@@ -182,6 +182,39 @@ def _scope_of(err: BaseException) -> Optional[str]:
     return f'{".".join(names) or "<model>"} ({parts[-1][1]})'
 
 
+def _caller_of(wrapper: nn.Module, inputs: Tensor, op: str) -> Optional[str]:
+    """Run ``wrapper`` once and return the innermost module that calls aten ``op``
+    (e.g. ``'aten::linalg_eigvals'``), or None."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    tracker = _ModuleTracker(wrapper)
+    found: List[str] = []
+    base = op.split('::')[-1]
+
+    def seen(name: str) -> None:
+        if not found and name == base and tracker.stack:
+            found.append(tracker.stack[-1])
+
+    class FunctionSpy(TorchFunctionMode):  # torch.linalg.eigvals -> 'linalg_eigvals'
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen(getattr(func, '__name__', ''))
+            return func(*args, **(kwargs or {}))
+
+    class DispatchSpy(TorchDispatchMode):  # aten ops reached through other functions
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen(func._schema.name.split('::')[-1])
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with torch.no_grad(), FunctionSpy(), DispatchSpy():
+            wrapper(inputs)
+    except Exception:  # noqa: BLE001 - only used to improve an error message
+        pass
+    finally:
+        tracker.remove()
+    return found[0] if found else None
+
+
 # ------------------------------------------------------------------ export
 def _dynamic_axes(names: Sequence[str], example: Sequence[Tensor]) -> Dict[str, Dict]:
     axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
@@ -259,6 +292,9 @@ def export_onnx(model: nn.Module,
                               do_constant_folding=True)
     except Exception as err:  # noqa: BLE001 - re-raised naming the module
         where = tracker.stack[-1] if tracker.stack else _scope_of(err)
+        op = re.search(r"operator '(aten::\w+)'", str(err))
+        if where is None and op:  # a conversion error names the op, not the module
+            where = _caller_of(wrapper, inputs, op.group(1))
         where = f'{where}' if where else 'the model'
         raise ExportError(f'cannot export {where} (part {part!r} of '
                           f'{type(model).__name__}): {_short_reason(err)}') from err

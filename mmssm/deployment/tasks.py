@@ -38,7 +38,8 @@ def load_checkpoint_strict(model: nn.Module, path: str, trust_pickle: bool = Fal
     ``trust_pickle``); missing, unexpected or mis-shaped entries raise a ValueError that
     lists them, so a checkpoint of another config never half-loads.
     """
-    from mmssm.converters.checkpoint import extract_state_dict, load_checkpoint_file
+    from mmssm.converters.checkpoint import extract_state_dict
+    from mmssm.fileio import load_checkpoint_file
     state_dict = extract_state_dict(load_checkpoint_file(path, trust_pickle=trust_pickle))
     try:
         model.load_state_dict(state_dict, strict=True)

@@ -27,7 +27,7 @@ recurrence only by float32 rounding in another association order (max relative e
 a longer one (a 4096 x 4096 map at stride 4 is 2**20) gives NaN outputs, never wrong
 numbers.
 """
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,36 @@ Tensor = torch.Tensor
 CHUNK = 16
 CARRY_STEPS = 12
 MAX_LENGTH = CHUNK * CHUNK * 2**CARRY_STEPS  # 2**20 steps
+
+
+def pad_to_multiple(x: Tensor, multiple: int, dims: Sequence[int] = (0, )) -> Tensor:
+    """Zero-pad ``x`` at the end of each of ``dims`` to a multiple of ``multiple``.
+
+    Eagerly this is ``F.pad`` (``x`` itself when no padding is needed). During an ONNX
+    export it is built from Range, Gather and Where, which keep the traced size: F.pad
+    or new_zeros would bake the example's padding into the graph, wrong at other sizes.
+    """
+    if not torch.onnx.is_in_onnx_export():
+        pads = [0] * (2 * x.dim())
+        for d in dims:
+            d = d % x.dim()
+            pads[2 * (x.dim() - 1 - d) + 1] = -x.shape[d] % multiple
+        return F.pad(x, pads) if any(pads) else x
+    for d in dims:
+        length = x.shape[d]
+        rows = torch.arange((length + multiple - 1) // multiple * multiple, device=x.device)
+        inside = (rows < length).reshape([-1] + [1] * (x.dim() - 1 - d % x.dim()))
+        x = torch.where(inside, x.index_select(d, rows.clamp(max=length - 1)), 0.0)
+    return x
+
+
+def _pad_rows(x: Tensor, multiple: int) -> Tensor:
+    """(n, M) -> (ceil(n / multiple) * multiple, M), zero rows appended (traceable:
+    the export path of :func:`pad_to_multiple`, used inside the lowering always)."""
+    length = x.shape[0]
+    rows = torch.arange((length + multiple - 1) // multiple * multiple, device=x.device)
+    inside = (rows < length).unsqueeze(1)
+    return torch.where(inside, x.index_select(0, rows.clamp(max=length - 1)), 0.0)
 
 
 def _local_scan(log_a: Tensor, b: Tensor, chunk: int) -> Tuple[Tensor, Tensor]:
@@ -53,9 +83,9 @@ def _local_scan(log_a: Tensor, b: Tensor, chunk: int) -> Tuple[Tensor, Tensor]:
         up to and including each step, ``x -> exp(log_A) x + B``. The last chunk is
         padded with the identity map (log_a = 0, b = 0).
     """
-    pad = (chunk - b.shape[0] % chunk) % chunk
-    log_a = F.pad(log_a, (0, 0, 0, pad)).unflatten(0, (-1, chunk))
-    b = F.pad(b, (0, 0, 0, pad)).unflatten(0, (-1, chunk))
+    # (reshape, not unflatten: the tracer loses the dynamic size through unflatten's -1)
+    log_a = _pad_rows(log_a, chunk).reshape(-1, chunk, b.shape[1])
+    b = _pad_rows(b, chunk).reshape(-1, chunk, b.shape[1])
     decay = torch.split(torch.exp(log_a), 1, dim=1)  # one Split, no Squeeze per step
     drive = torch.split(b, 1, dim=1)
     states = [drive[0]]

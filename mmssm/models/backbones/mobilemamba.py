@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmssm.ops.scan_lowering import pad_to_multiple
 from mmssm.registry import MODELS
 from ..layers import SS2D, DropPath, drop_path_rates
 from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
@@ -327,8 +328,7 @@ class WTEMamba(nn.Module):
 
     def wavelet_branch(self, x: Tensor) -> Tensor:
         height, width = x.shape[2:]
-        if height % 2 or width % 2:
-            x = F.pad(x, (0, width % 2, 0, height % 2))
+        x = pad_to_multiple(x, 2, dims=(2, 3))  # odd maps: zero row/column at the end
         bands = wavelet_transform(x, self.wt_filter)
         shape = bands.shape
         bands = bands.reshape(shape[0], 4 * self.channels, *shape[3:])

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmssm.ops.scan_lowering import pad_to_multiple
+
 Tensor = torch.Tensor
 
 
@@ -79,9 +81,7 @@ class PatchMerging2D(nn.Module):
         if x.dim() != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f'PatchMerging2D expects (B, H, W, {self.in_channels}), '
                              f'got {tuple(x.shape)}')
-        height, width = x.shape[1:3]
-        if height % 2 or width % 2:
-            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        x = pad_to_multiple(x, 2, dims=(1, 2))  # odd maps: zero row/column at the end
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
                        x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
