@@ -39,15 +39,25 @@ def load_checkpoint_strict(model: nn.Module, path: str, trust_pickle: bool = Fal
     lists them, so a checkpoint of another config never half-loads.
     """
     from mmssm.converters.checkpoint import extract_state_dict
-    from mmssm.fileio import load_checkpoint_file
+    from mmssm.fileio import load_checkpoint_file, preview
     state_dict = extract_state_dict(load_checkpoint_file(path, trust_pickle=trust_pickle))
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even when not strict
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = '; '.join(lines[1:6]) + (' ...' if len(lines) > 6 else '')
         raise ValueError(f'checkpoint {path!r} does not fit the model '
-                         f'{type(model).__name__} of this config: {detail[:1500]}') from err
+                         f'{type(model).__name__} of this config: '
+                         f'{"; ".join(lines[1:6])[:1500]}') from err
+    problems = []
+    if result.unexpected_keys:
+        problems.append(f'{len(result.unexpected_keys)} unexpected key(s): '
+                        f'{preview(result.unexpected_keys)}')
+    if result.missing_keys:
+        problems.append(f'{len(result.missing_keys)} missing key(s): '
+                        f'{preview(result.missing_keys)}')
+    if problems:
+        raise ValueError(f'checkpoint {path!r} does not fit the model '
+                         f'{type(model).__name__} of this config: {"; ".join(problems)}')
 
 
 def build_model(config: str, checkpoint: Optional[str] = None,
