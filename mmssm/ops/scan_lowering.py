@@ -55,20 +55,17 @@ def pad_to_multiple(x: Tensor, multiple: int, dims: Sequence[int] = (0, )) -> Te
             pads[2 * (x.dim() - 1 - d) + 1] = -x.shape[d] % multiple
         return F.pad(x, pads) if any(pads) else x
     for d in dims:
-        length = x.shape[d]
-        rows = torch.arange((length + multiple - 1) // multiple * multiple, device=x.device)
-        inside = (rows < length).reshape([-1] + [1] * (x.dim() - 1 - d % x.dim()))
-        x = torch.where(inside, x.index_select(d, rows.clamp(max=length - 1)), 0.0)
+        x = _pad_traced(x, multiple, d % x.dim())
     return x
 
 
-def _pad_rows(x: Tensor, multiple: int) -> Tensor:
-    """(n, M) -> (ceil(n / multiple) * multiple, M), zero rows appended (traceable:
-    the export path of :func:`pad_to_multiple`, used inside the lowering always)."""
-    length = x.shape[0]
+def _pad_traced(x: Tensor, multiple: int, dim: int = 0) -> Tensor:
+    """Zero-pad ``dim`` to a multiple of ``multiple`` from Range/Gather/Where only (the
+    export path of :func:`pad_to_multiple`; the lowering uses it always)."""
+    length = x.shape[dim]
     rows = torch.arange((length + multiple - 1) // multiple * multiple, device=x.device)
-    inside = (rows < length).unsqueeze(1)
-    return torch.where(inside, x.index_select(0, rows.clamp(max=length - 1)), 0.0)
+    inside = (rows < length).reshape([-1] + [1] * (x.dim() - 1 - dim))
+    return torch.where(inside, x.index_select(dim, rows.clamp(max=length - 1)), 0.0)
 
 
 def _local_scan(log_a: Tensor, b: Tensor, chunk: int) -> Tuple[Tensor, Tensor]:
@@ -84,8 +81,8 @@ def _local_scan(log_a: Tensor, b: Tensor, chunk: int) -> Tuple[Tensor, Tensor]:
         padded with the identity map (log_a = 0, b = 0).
     """
     # (reshape, not unflatten: the tracer loses the dynamic size through unflatten's -1)
-    log_a = _pad_rows(log_a, chunk).reshape(-1, chunk, b.shape[1])
-    b = _pad_rows(b, chunk).reshape(-1, chunk, b.shape[1])
+    log_a = _pad_traced(log_a, chunk).reshape(-1, chunk, b.shape[1])
+    b = _pad_traced(b, chunk).reshape(-1, chunk, b.shape[1])
     decay = torch.split(torch.exp(log_a), 1, dim=1)  # one Split, no Squeeze per step
     drive = torch.split(b, 1, dim=1)
     states = [drive[0]]
