@@ -15,7 +15,8 @@ export PYTHON
 export MMSSM_VENV := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help env test test-fast demo clean-env clean-cache
+.PHONY: help env test test-fast demo clean-env clean-cache check-cuda-build device-wheels \
+	device-check
 
 help:
 	@echo "make test       set up .venv (pinned torch/mmengine/mmcv/mmdet/mmseg/mmpretrain) and run pytest"
@@ -24,6 +25,10 @@ help:
 	@echo "make env        set up .venv only"
 	@echo "make clean-env  delete .venv (the built mmcv wheel in .cache/wheels is kept)"
 	@echo "make clean-cache  delete .cache/wheels (the next setup rebuilds mmcv, 15-30 min)"
+	@echo "make check-cuda-build  build + import mmssm._C_cuda against CUDA torch (no GPU needed;"
+	@echo "                 cached venv in ~/.cache/mmssm/cuda-venv)"
+	@echo "make device-wheels  gather what tools/device_check.sh needs on a GPU machine (.device/)"
+	@echo "make device-check   on a GPU machine: build, cuda tests, benchmarks -> one report"
 
 env:
 	@tools/setup_env.sh
@@ -42,3 +47,12 @@ clean-env:
 
 clean-cache:
 	rm -rf .cache/wheels
+
+check-cuda-build:
+	tools/check_cuda_build.sh
+
+device-wheels:
+	tools/device_check.sh --prepare $(DEVICE_ARGS)
+
+device-check:
+	tools/device_check.sh $(DEVICE_ARGS)

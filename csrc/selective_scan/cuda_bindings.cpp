@@ -76,10 +76,28 @@ struct Shape {
   int64_t batch, dim, seqlen, dstate, groups;
 };
 
+// Called when u is not a CUDA tensor: on a machine without a usable GPU the first thing
+// to say is that, not "move u to the GPU". The CUDA runtime's own reason is included
+// (no driver, no device, driver too old for this runtime, ...).
+void check_cuda_device_present() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the error so later CUDA calls do not report it again
+    TORCH_CHECK(false, kOp, "no CUDA device is available (cudaGetDeviceCount: ",
+                cudaGetErrorString(err), "); mmssm._C_cuda needs an NVIDIA GPU and driver. "
+                "Use the 'cpu' or 'torch' backend on this machine.");
+  }
+  TORCH_CHECK(count > 0, kOp, "no CUDA device is available (cudaGetDeviceCount found 0 "
+              "devices); mmssm._C_cuda needs an NVIDIA GPU. Use the 'cpu' or 'torch' backend "
+              "on this machine.");
+}
+
 // Validates every input shared by fwd and bwd; returns the problem sizes.
 Shape check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                    const Tensor& C, const OptTensor& D, const OptTensor& z,
                    const OptTensor& delta_bias) {
+  if (!u.is_cuda()) check_cuda_device_present();
   TORCH_CHECK(u.is_cuda(), kOp, "u must be a CUDA tensor, got one on ", u.device());
   TORCH_CHECK(u.dim() == 3, kOp, "u must be (batch, dim, L), got shape ", u.sizes());
   input_dtype(u);

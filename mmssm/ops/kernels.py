@@ -134,6 +134,11 @@ def selective_scan_kernel(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: 
             raise TypeError("selective_scan: backend='cuda' supports float32, float16 and "
                             "bfloat16 inputs, got float64; use backend='cpu' or 'torch' "
                             'for float64')
+        if device != 'cuda' and not torch.cuda.is_available():
+            raise ValueError(f"selective_scan: backend='cuda' needs CUDA tensors, but u is "
+                             f'on {u.device} and no CUDA device is available '
+                             '(torch.cuda.is_available() is False); use backend=\'cpu\' / '
+                             "None or 'torch' on this machine")
         if device != 'cuda':
             raise ValueError(f"selective_scan: backend='cuda' needs CUDA tensors, but u is "
                              f"on {u.device}; move the inputs to the GPU or use "

@@ -253,12 +253,17 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str,
 def measure(step: Callable[[], None], device: torch.device, batch: int, warmup: int,
             iters: int) -> Tuple[float, float, Optional[float]]:
     """(img/s, ms per iteration, peak MiB): ``warmup`` untimed calls, ``iters`` timed
-    calls (the median per-call time: robust to other load on shared machines), then one
-    more call for the memory peak (kept out of the timing, since the CPU sampler thread
-    competes for the cores)."""
+    calls (the median per-call time: robust to other load on shared machines). On CPU
+    one more call gives the memory peak (kept out of the timing, since the sampler thread
+    competes for the cores); on CUDA the allocator's peak over the timed calls is read
+    instead (free to measure, and it spares the slow torch path one more step)."""
     for _ in range(warmup):
         step()
     synchronize(device)
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
     times = []
     for _ in range(max(iters, 1)):
         start = time.perf_counter()
@@ -266,7 +271,11 @@ def measure(step: Callable[[], None], device: torch.device, batch: int, warmup: 
         synchronize(device)
         times.append(time.perf_counter() - start)
     elapsed = statistics.median(times)
-    return batch / elapsed, elapsed * 1e3, peak_memory_mb(step, device)
+    if device.type == 'cuda':
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        peak = peak_memory_mb(step, device)
+    return batch / elapsed, elapsed * 1e3, peak
 
 
 def run_one(family, preset, size, batch, precision, mode, path, device, args) -> Result:
@@ -282,7 +291,7 @@ def run_one(family, preset, size, batch, precision, mode, path, device, args) ->
             amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
         step = make_step(model, x, mode, amp_dtype)
         with environment(PATHS[path]):
-            warmup = args.warmup if path == 'default' else min(args.warmup, 1)
+            warmup = args.warmup if path == 'default' else args.torch_warmup
             iters = args.iters if path == 'default' else args.torch_iters
             result.img_per_s, result.ms_per_iter, result.peak_mb = measure(
                 step, device, batch, warmup, iters)
@@ -397,14 +406,42 @@ def parse_args(argv=None):
                         help='timed steps of the default path (default 2 on CPU, 20 on CUDA)')
     parser.add_argument('--torch-iters', type=int, default=1,
                         help='timed steps of the (slow) torch path (default 1)')
+    parser.add_argument('--torch-warmup', type=int, default=None,
+                        help='untimed steps of the torch path (default min(--warmup, 1); '
+                             '0 is fair when the default path ran the same shapes just '
+                             'before, as it does, and cuDNN is already tuned)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument('--json', type=Path, default=None, help='also write results here')
+    parser.add_argument('--json', type=Path, default=None,
+                        help='also write results here (rewritten after every cell)')
+    parser.add_argument('--markdown', type=Path, default=None,
+                        help='also write the environment and the table here as markdown '
+                             '(rewritten after every cell, so a run stopped early leaves '
+                             'what it measured)')
+    parser.add_argument('--title', default=None,
+                        help='heading of the --markdown section')
     args = parser.parse_args(argv)
     on_cuda = args.device.startswith('cuda')
     args.batch = args.batch or (8 if on_cuda else 1)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
     args.iters = args.iters or (20 if on_cuda else 2)
+    if args.torch_warmup is None:
+        args.torch_warmup = min(args.warmup, 1)
     return args
+
+
+def write_outputs(args, header: List[str], results: List[Result], done: bool) -> None:
+    """The --json / --markdown files for the cells measured so far."""
+    if args.json:
+        args.json.write_text(json.dumps(dict(environment=header, complete=done,
+                                             results=[asdict(r) for r in results]),
+                                        indent=1))
+    if args.markdown:
+        lines = [f'#### {args.title}' if args.title else '#### backbones', '']
+        lines += [f'* {line}' for line in header]
+        if not done:
+            lines.append('* INCOMPLETE: the run stopped before every cell was measured')
+        lines += ['', markdown_table(results, args.paths), '']
+        args.markdown.write_text('\n'.join(lines))
 
 
 def main(argv=None):
@@ -431,14 +468,12 @@ def main(argv=None):
                                              f'ms/iter, peak {_fmt(r.peak_mb, 0)} MiB')
                         print(f'# {r.model} {r.size} b{r.batch} {precision} {mode} '
                               f'{path}: {status}', flush=True)
+                        write_outputs(args, header, results, done=False)
     if device.type == 'cpu' and hasattr(os, 'getloadavg'):
         print('# load average %.1f at the end' % os.getloadavg()[0])
     print()
     print(markdown_table(results, args.paths))
-    if args.json:
-        args.json.write_text(json.dumps(dict(environment=header,
-                                             results=[asdict(r) for r in results]),
-                                        indent=1))
+    write_outputs(args, header, results, done=True)
 
 
 if __name__ == '__main__':

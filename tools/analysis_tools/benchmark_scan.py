@@ -4,16 +4,25 @@ shared/specs/selective_scan.md §4.
 For every shape and every available backend ('torch', 'cpu', 'cuda') it times the
 forward (no autograd) and forward + backward, and prints one table with the time per
 call, the speed-up over the 'torch' backend measured in the same run and, on CUDA, the
-achieved bandwidth and the fraction of the HBM floor (spec §4.3 byte model: every input
-read once, every output written once; the floor is bytes / --hbm-bandwidth).
+backward alone (forward + backward minus forward), the achieved bandwidth and time over
+the HBM floor of each pass (spec §4.3 byte model: every input read once, every output
+written once; the floor is bytes / --hbm-bandwidth, or / the device-to-device copy
+bandwidth measured at the start of the run with --measure-bandwidth). CUDA times come
+from CUDA events around batches of calls (median of the batches). A backend that runs
+out of GPU memory on a shape is reported as OOM and the run goes on. --json / --markdown
+also write the results to files (tools/device_check.sh builds its report from them).
 
 Examples::
 
     python tools/analysis_tools/benchmark_scan.py                       # CPU, batch 1
     python tools/analysis_tools/benchmark_scan.py --device cuda --dtype float16
     python tools/analysis_tools/benchmark_scan.py --shapes vim_ti vmamba_t_s1 --batch 4
+    python tools/analysis_tools/benchmark_scan.py --device cuda --dtype bfloat16 \
+        --measure-bandwidth --json scan_bf16.json --markdown report.md
 """
 import argparse
+import json
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -111,6 +120,44 @@ def time_call(fn: Callable[[], None], device, warmup: int, min_reps: int, max_re
             return elapsed / reps
 
 
+def time_call_cuda(fn: Callable[[], None], device, warmup: int, min_reps: int,
+                   max_reps: int, budget_s: float, batches: int = 5) -> float:
+    """Median seconds per call on a CUDA device, from CUDA events around batches of
+    back-to-back calls (no host synchronisation inside a batch). One calibration batch of
+    ``min_reps`` calls sizes ``batches`` batches to fill about ``budget_s`` in all."""
+    for _ in range(warmup):
+        fn()
+
+    def batch_time(calls: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / calls
+
+    first = batch_time(max(min_reps, 1))
+    if max_reps <= min_reps:
+        return first
+    calls = int(min(max(budget_s / batches / max(first, 1e-9), 1), max(max_reps // batches, 1)))
+    return statistics.median(batch_time(calls) for _ in range(batches))
+
+
+def measure_copy_bandwidth(device, nbytes: int = 2 << 30, reps: int = 10) -> float:
+    """Device-to-device copy bandwidth in B/s, counting bytes read plus bytes written
+    (the ceiling METHOD-style rooflines use): median of ``reps`` copies of ``nbytes``."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    t = time_call_cuda(lambda: dst.copy_(src), device, warmup=1, min_reps=1,
+                       max_reps=reps, budget_s=0.2, batches=reps)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / t
+
+
 def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
     is_torch = backend == 'torch'
     warmup = 0 if is_torch else args.warmup
@@ -125,7 +172,13 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
             selective_scan(**fwd_in, delta_softplus=softplus, backend=backend)
 
     clock = time.process_time if args.timer == 'process' else time.perf_counter
-    t_fwd = time_call(forward, device, warmup, min_reps, max_reps, args.budget, clock)
+
+    def timed(fn):
+        if device.type == 'cuda':
+            return time_call_cuda(fn, device, warmup, min_reps, max_reps, args.budget)
+        return time_call(fn, device, warmup, min_reps, max_reps, args.budget, clock)
+
+    t_fwd = timed(forward)
 
     train_in = make_inputs(shape, batch, dtype, device, requires_grad=True)
     grad = torch.randn(batch, shape.dim, shape.seqlen,
@@ -138,8 +191,7 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
             if t is not None:
                 t.grad = None
 
-    t_fb = time_call(forward_backward, device, warmup, min_reps, max_reps, args.budget,
-                     clock)
+    t_fb = timed(forward_backward)
     return t_fwd, t_fb
 
 
@@ -172,7 +224,15 @@ def parse_args(argv: Optional[List[str]] = None):
                         help='seconds of timed calls per measurement (default 1.0)')
     parser.add_argument('--hbm-bandwidth', type=float, default=3.0e12,
                         help='floor bandwidth in B/s for the CUDA roofline (default '
-                             '3.0e12, H100 copy bandwidth)')
+                             '3.0e12, the H100 copy bandwidth of spec §4.3)')
+    parser.add_argument('--measure-bandwidth', action='store_true',
+                        help='CUDA: measure the device-to-device copy bandwidth first and '
+                             'use it as the floor bandwidth instead of --hbm-bandwidth')
+    parser.add_argument('--json', default=None, metavar='PATH',
+                        help='also write the results (one record per shape and backend) '
+                             'as JSON')
+    parser.add_argument('--markdown', default=None, metavar='PATH',
+                        help='also append the results as a markdown section to PATH')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads for the CPU backends')
     parser.add_argument('--timer', choices=['wall', 'process'], default='wall',
@@ -205,48 +265,92 @@ def main(argv: Optional[List[str]] = None):
     if on_cuda and args.timer == 'process':
         raise SystemExit('--timer process is for CPU runs (GPU time is not process time)')
     itemsize = torch.empty((), dtype=dtype).element_size()
-    print(f'# device {device}'
-          + (f' ({torch.cuda.get_device_name(device)})' if on_cuda else
-             f' ({torch.get_num_threads()} threads, {args.timer} time)')
-          + f', dtype {str(dtype).replace("torch.", "")}, D + delta_bias + softplus')
+    dtype_name = str(dtype).replace('torch.', '')
+    if on_cuda:
+        where = f'{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}'
+        if args.measure_bandwidth:
+            args.hbm_bandwidth = measure_copy_bandwidth(device)
+            floor_note = (f'floor bandwidth {args.hbm_bandwidth / 1e12:.2f} TB/s (measured '
+                          'device-to-device copy, read + write)')
+        else:
+            floor_note = f'floor bandwidth {args.hbm_bandwidth / 1e12:.2f} TB/s (--hbm-bandwidth)'
+    else:
+        where = f'{torch.get_num_threads()} threads, {args.timer} time'
+    title = (f'device {device} ({where}), dtype {dtype_name}, torch {torch.__version__}, '
+             'D + delta_bias + softplus')
+    print(f'# {title}' + (f'\n# {floor_note}' if on_cuda else ''))
 
     header = ['shape', 'B', 'Dk', 'L', 'N', 'G', 'z', 'backend', 'fwd ms', 'fwd+bwd ms',
               'fwd x', 'f+b x']
     if on_cuda:
-        header += ['fwd GB/s', 'fwd %floor', 'f+b GB/s', 'f+b %floor']
+        header += ['bwd ms', 'fwd GB/s', 'fwd xfloor', 'bwd GB/s', 'bwd xfloor']
     widths = [max(len(h), 8) for h in header]
     widths[0] = max(len(s) for s in args.shapes + ['shape'])
     print(format_row(header, widths))
     print(format_row(['-' * w for w in widths], widths))
 
+    records, rows = [], []
     for shape in (s for s in SHAPES if s.name in args.shapes):
         batch = args.batch or (shape.gpu_batch if on_cuda else 1)
         results = {}
         for backend in backends:
             if backend == 'torch' and shape.seqlen > args.skip_torch_above:
                 continue
-            results[backend] = bench_backend(shape, batch, dtype, device, backend, args)
+            try:
+                results[backend] = bench_backend(shape, batch, dtype, device, backend, args)
+            except torch.cuda.OutOfMemoryError:
+                results[backend] = None  # reported as OOM; the next backend / shape runs
+                torch.cuda.empty_cache()
         fwd_bytes, bwd_bytes = bytes_moved(shape, batch, itemsize)
         ref = results.get('torch')
-        for backend, (t_fwd, t_fb) in results.items():
+        for backend, times in results.items():
+            record = dict(shape=shape.name, batch=batch, dim=shape.dim, seqlen=shape.seqlen,
+                          dstate=shape.dstate, groups=shape.groups, z=shape.has_z,
+                          backend=backend, dtype=dtype_name, fwd_bytes=fwd_bytes,
+                          bwd_bytes=bwd_bytes, error='OOM' if times is None else None)
             row = [shape.name, str(batch), str(shape.dim), str(shape.seqlen),
                    str(shape.dstate), str(shape.groups), 'y' if shape.has_z else '-',
-                   backend, f'{t_fwd * 1e3:.3f}', f'{t_fb * 1e3:.3f}',
-                   f'{ref[0] / t_fwd:.1f}' if ref else 'n/a',
-                   f'{ref[1] / t_fb:.1f}' if ref else 'n/a']
-            if on_cuda:
-                fb_bytes = fwd_bytes + bwd_bytes
-                floor_fwd = fwd_bytes / args.hbm_bandwidth
-                floor_fb = fb_bytes / args.hbm_bandwidth
-                row += [f'{fwd_bytes / t_fwd / 1e9:.0f}', f'{100 * floor_fwd / t_fwd:.1f}',
-                        f'{fb_bytes / t_fb / 1e9:.0f}', f'{100 * floor_fb / t_fb:.1f}']
+                   backend]
+            if times is None:
+                row += ['OOM'] + ['-'] * (len(header) - len(row) - 1)
+            else:
+                t_fwd, t_fb = times
+                record.update(fwd_s=t_fwd, fwd_bwd_s=t_fb)
+                row += [f'{t_fwd * 1e3:.3f}', f'{t_fb * 1e3:.3f}',
+                        f'{ref[0] / t_fwd:.1f}' if ref else 'n/a',
+                        f'{ref[1] / t_fb:.1f}' if ref else 'n/a']
+                if on_cuda:
+                    t_bwd = max(t_fb - t_fwd, 1e-9)
+                    floor_fwd = fwd_bytes / args.hbm_bandwidth
+                    floor_bwd = bwd_bytes / args.hbm_bandwidth
+                    record.update(bwd_s=t_bwd, fwd_x_floor=t_fwd / floor_fwd,
+                                  bwd_x_floor=t_bwd / floor_bwd)
+                    row += [f'{t_bwd * 1e3:.3f}', f'{fwd_bytes / t_fwd / 1e9:.0f}',
+                            f'{t_fwd / floor_fwd:.2f}', f'{bwd_bytes / t_bwd / 1e9:.0f}',
+                            f'{t_bwd / floor_bwd:.2f}']
+            records.append(record)
+            rows.append(row)
             print(format_row(row, widths), flush=True)
-    print('# fwd x / f+b x: speed-up over the torch backend in this run '
-          '(n/a: torch skipped, L > --skip-torch-above)')
+    notes = ['fwd x / f+b x: speed-up over the torch backend in this run (n/a: torch '
+             'skipped, L > --skip-torch-above)']
     if on_cuda:
-        print(f'# %floor: spec §4.3 byte model / {args.hbm_bandwidth:.2e} B/s divided by '
-              'the measured time')
+        notes.append('bwd = (fwd+bwd) - fwd; xfloor = measured time / (spec §4.3 bytes / '
+                     f'{args.hbm_bandwidth:.3g} B/s): 1.00 is the HBM floor')
+    for note in notes:
+        print(f'# {note}')
 
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(title=title, hbm_bandwidth=args.hbm_bandwidth if on_cuda else None,
+                           results=records), f, indent=1)
+    if args.markdown:
+        lines = [f'#### selective scan, {dtype_name}', '', title + '.' +
+                 (f' {floor_note}.' if on_cuda else ''), '',
+                 '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+        lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+        lines += [''] + notes + ['']
+        with open(args.markdown, 'a') as f:
+            f.write('\n'.join(lines) + '\n')
 
 if __name__ == '__main__':
     main()
