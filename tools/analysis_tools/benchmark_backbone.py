@@ -447,6 +447,9 @@ def write_outputs(args, header: List[str], results: List[Result], done: bool) ->
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'--device {args.device}: no CUDA device is available '
+                         f'(torch {torch.__version__}, torch.cuda.is_available() is False)')
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == 'cuda':
@@ -474,6 +477,11 @@ def main(argv=None):
     print()
     print(markdown_table(results, args.paths))
     write_outputs(args, header, results, done=True)
+    # A cell that failed for another reason than running out of memory is a bug to see.
+    failed = [r for r in results if r.error and r.error != 'OOM']
+    if failed:
+        raise SystemExit(f'{len(failed)} cell(s) failed: ' + '; '.join(
+            f'{r.model} {r.size} {r.precision} {r.mode} {r.path}: {r.error}' for r in failed))
 
 
 if __name__ == '__main__':

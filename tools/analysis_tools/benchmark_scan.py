@@ -245,6 +245,9 @@ def parse_args(argv: Optional[List[str]] = None):
 def main(argv: Optional[List[str]] = None):
     args = parse_args(argv)
     device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'--device {args.device}: no CUDA device is available '
+                         f'(torch {torch.__version__}, torch.cuda.is_available() is False)')
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype or ('float16' if device.type == 'cuda' else 'float32')]
