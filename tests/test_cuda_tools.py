@@ -265,3 +265,78 @@ def test_benchmarks_refuse_cuda_without_a_gpu():
         module = load_tool(f'tools/analysis_tools/{tool}')
         with pytest.raises(SystemExit, match='no CUDA device is available'):
             module.main(['--device', 'cuda'])
+
+
+# ---------------------------------------------------------------------------------------
+# official VMamba side by side (the harness; the official code itself is never in the repo)
+FAKE_OFFICIAL_VMAMBA = '''
+import torch
+import torch.nn as nn
+
+
+class Backbone_VSSM(nn.Module):
+    """Four stride-2 conv stages: stands in for the official class in this test."""
+
+    def __init__(self, dims=16, out_indices=(0, 1, 2, 3), **kwargs):
+        super().__init__()
+        widths = [3] + [dims * 2**i for i in range(4)]
+        self.stages = nn.ModuleList(nn.Conv2d(a, b, 3, 2, 1)
+                                    for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x):
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+'''
+
+
+def _fake_official(tmp_path):
+    official = tmp_path / 'VMamba'
+    (official / 'kernels' / 'selective_scan').mkdir(parents=True)
+    models = official / 'classification' / 'models'
+    models.mkdir(parents=True)
+    (models / 'vmamba.py').write_text(FAKE_OFFICIAL_VMAMBA)
+    return official
+
+
+def test_official_compare_harness(tmp_path, monkeypatch, capsys):
+    import copy
+
+    import mmssm.converters
+    compare = load_tool('tools/official_vmamba_compare.py')
+    official = _fake_official(tmp_path)
+    seen = {}
+
+    def from_official(family, config, state_dict):  # "converts" by copying the model
+        vmamba = sys.modules['vmamba']
+        model = vmamba.Backbone_VSSM(**config)
+        model.load_state_dict(state_dict)
+        seen.update(family=family, config=config)
+        return copy.deepcopy(model).eval()
+
+    monkeypatch.setattr(mmssm.converters, 'from_official', from_official)
+    monkeypatch.syspath_prepend(str(tmp_path))  # restored afterwards, with sys.modules
+    md, js = tmp_path / 'official.md', tmp_path / 'official.json'
+    try:
+        compare.main(['--official', str(official), '--device', 'cpu', '--small', '--batch', '2',
+                      '--train-batch', '2', '--warmup', '0', '--iters', '1',
+                      '--markdown', str(md), '--json', str(js)])
+    finally:
+        sys.modules.pop('vmamba', None)
+    assert seen['family'] == 'vmamba' and seen['config']['forward_type'] == 'v05_noz'
+    data = json.loads(js.read_text())
+    assert data['parity_ok'] and data['parity_errors'] == [0.0] * 4
+    assert [(r['mode'], r['precision']) for r in data['results']] == [
+        ('infer', 'amp'), ('infer', 'fp32'), ('train', 'amp')]
+    for r in data['results']:
+        assert r['official_img_per_s'] > 0 and r['mmssm_img_per_s'] > 0
+    text = md.read_text()
+    assert 'Parity' in text and '- ok' in text and '| infer | fp32 | 2 |' in text
+
+
+def test_official_compare_names_a_bad_copy(tmp_path):
+    compare = load_tool('tools/official_vmamba_compare.py')
+    with pytest.raises(SystemExit, match='must be a copy of the official VMamba repository'):
+        compare.import_official(tmp_path / 'nowhere')

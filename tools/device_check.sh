@@ -97,6 +97,13 @@ if [ "$MODE" = prepare ]; then
         find "$DEVICE_DIR/official" \( -name .git -o -name build -o -name '*.so' -o -name __pycache__ \) \
             -prune -exec rm -rf {} +
         (cd "$OFFICIAL_SRC" && git rev-parse HEAD 2>/dev/null) >"$DEVICE_DIR/official/COMMIT" || true
+        # vmamba.py imports fvcore.nn at module level; fvcore and iopath ship only sdists
+        # (pure Python), so wheels are built here. The GPU image has timm, einops, triton,
+        # tabulate, portalocker, tqdm and pyyaml.
+        python3 -m pip wheel -q --no-deps -w "$DEVICE_DIR/official/wheels" fvcore iopath yacs \
+            2>&1 | grep -v '^WARNING: Location' || true
+        [ "$(find "$DEVICE_DIR/official/wheels" -name '*.whl' | wc -l)" -eq 3 ] \
+            || { echo "device_check: could not build the fvcore/iopath/yacs wheels" >&2; exit 1; }
     fi
     echo "prepared $DEVICE_DIR: $n wheels$( [ -d "$DEVICE_DIR/official" ] && echo ', official VMamba copy'), $(du -sh "$DEVICE_DIR" | cut -f1)"
     echo "travels: $(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -n 1 | cut -f1) tracked + .device (limit 64 MiB)"
@@ -124,7 +131,7 @@ STEPS=(
 "backbone-800x1333-infer|50|$PY ${BENCH_BB[*]} --sizes 800x1333 --batch 2 --modes infer --title '800x1333, batch 2, inference' --json $WORK/backbone-800x1333-infer.json --markdown $WORK/backbone-800x1333-infer.md"
 )
 if [ -d "$DEVICE_DIR/official/VMamba" ] || [ "$MODE" = dry ]; then
-    STEPS+=("official|240|$PY tools/official_vmamba_compare.py --official .device/official/VMamba --build --json $WORK/official.json --markdown $WORK/official.md")
+    STEPS+=("official|240|$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .device/official/wheels/*.whl && $PY tools/official_vmamba_compare.py --official .device/official/VMamba --build --json $WORK/official.json --markdown $WORK/official.md")
 fi
 
 wanted() {  # is step $1 selected by --steps?
