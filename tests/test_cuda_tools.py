@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmssm import families
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -106,7 +108,7 @@ def test_device_check_benchmark_commands_parse():
         assert args.device == 'cuda' and args.sizes == [size] and args.batch == batch
         assert args.modes == modes and sorted(args.precisions) == ['amp', 'fp32']
         assert sorted(args.paths) == ['default', 'torch']
-        assert sorted(m.split(':')[0] for m in args.models) == sorted(backbone.FAMILIES)
+        assert sorted(m.split(':')[0] for m in args.models) == sorted(families.names())
         assert args.torch_warmup == 0 and args.markdown and args.json
 
 

@@ -115,9 +115,9 @@ fi
 PY="${MMSSM_DEVICE_PYTHON:-python3}"  # the GPU image's python3 holds torch
 SITE=/tmp/mmssm-device-site
 WORK="${TMPDIR:-/tmp}/mmssm-device-check"
-BENCH_BB=(tools/analysis_tools/benchmark_backbone.py --device cuda --models efficientvmamba
-          mobilemamba msvmamba vim vmamba --precisions amp fp32 --warmup 3 --iters 10
-          --torch-warmup 0 --torch-iters 1 --paths default torch)
+# every registered family (benchmark_backbone.py's default --models), default preset
+BENCH_BB=(tools/analysis_tools/benchmark_backbone.py --device cuda --precisions amp fp32
+          --warmup 3 --iters 10 --torch-warmup 0 --torch-iters 1 --paths default torch)
 # name | cap in seconds | command (run with bash -c, from the repo root)
 STEPS=(
 "env|20|$PY tools/device_report.py --environment"

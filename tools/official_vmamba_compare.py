@@ -11,7 +11,10 @@ the two packages it needs (``vmamba.py`` imports ``fvcore.nn`` at module level) 
     python tools/official_vmamba_compare.py --official .device/official/VMamba --build
 
 1. ``--build``: the official ``selective_scan_cuda_oflex`` extension, built in place by
-   its own ``setup.py`` (sm of the visible GPU, MAX_JOBS = all cores).
+   its own ``setup.py`` (sm of the visible GPU, MAX_JOBS = all cores), its sources
+   unmodified; ``tools/official/cub_compat.cuh`` is force-included into its ``.cu`` files
+   (``NVCC_APPEND_FLAGS``) because CUDA 13's CUB (CCCL 3) removed ``cub::LaneId`` and
+   ``cub::CTA_SYNC``, which its backward kernel calls.
 2. The official ``Backbone_VSSM`` with the MM_VSSM keyword arguments of
    ``vmambav2v_tiny_224.yaml`` (VMamba-T[s1l8]; ``--small``: the parity fixture's shrunk
    widths/depths), randomly initialised; mmssm's from the same state dict through
@@ -29,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -38,8 +40,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / 'tools' / 'analysis_tools'):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import benchmark_backbone  # noqa: E402  (tools/analysis_tools: the same step and timer)
 
 # MM_VSSM / Backbone_VSSM keyword arguments of VMamba-T[s1l8] (vmambav2v_tiny_224.yaml,
 # as the official detection/segmentation configs pass them).
@@ -55,10 +60,17 @@ SMALL = dict(TINY_S1L8, depths=[1, 1, 2, 1], dims=16)
 PARITY_RTOL = 1e-4
 
 
+# Forced into the official .cu files: CUDA 13's CUB lacks two helpers they call.
+CUB_COMPAT = ROOT / 'tools' / 'official' / 'cub_compat.cuh'
+
+
 def build_official_kernel(official: Path) -> float:
-    """Build selective_scan_cuda_oflex in place; returns the seconds it took."""
+    """Build selective_scan_cuda_oflex in place, its sources unmodified (nvcc reads
+    NVCC_APPEND_FLAGS: tools/official/cub_compat.cuh is force-included); returns the
+    seconds it took."""
     kernel_dir = official / 'kernels' / 'selective_scan'
-    env = dict(os.environ, MAX_JOBS=str(os.cpu_count() or 1))
+    append = f'{os.environ.get("NVCC_APPEND_FLAGS", "")} -include {CUB_COMPAT}'.strip()
+    env = dict(os.environ, MAX_JOBS=str(os.cpu_count() or 1), NVCC_APPEND_FLAGS=append)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, 'setup.py', 'build_ext', '--inplace'],
                           cwd=kernel_dir, env=env, capture_output=True, text=True)
@@ -113,39 +125,11 @@ def parity(official_model, ours, x) -> list:
 
 
 def measure(model, x, mode: str, amp: bool, warmup: int, iters: int):
-    """(img/s, peak MiB over the timed steps) of one model."""
-    device = x.device
-    autocast = (torch.autocast(device.type, dtype=torch.float16) if amp
-                else contextlib.nullcontext())
-
-    def step():
-        if mode == 'infer':
-            with torch.no_grad(), autocast:
-                model(x)
-        else:
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                loss = sum(o.float().mean() for o in outputs_of(model(x)))
-            loss.backward()
-
-    model.train(mode == 'train')
-    for _ in range(warmup):
-        step()
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    sync()
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(max(iters, 1)):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**20
-            if device.type == 'cuda' else None)
-    return x.shape[0] / statistics.median(times), peak
+    """(img/s, peak MiB) of one model: benchmark_backbone.py's step and measurement, so
+    both tools time the same thing (median of ``iters`` steps; CUDA peak over them)."""
+    step = benchmark_backbone.make_step(model, x, mode, torch.float16 if amp else None)
+    img_per_s, _, peak = benchmark_backbone.measure(step, x.device, x.shape[0], warmup, iters)
+    return img_per_s, peak
 
 
 def parse_args(argv=None):

@@ -12,8 +12,6 @@ itself is exercised on machines without a GPU.
 The models are the reduced archs of ``test_amp.FAMILIES`` (every family's real layout), in
 eval mode (deterministic) with a backward pass.
 """
-import contextlib
-
 import pytest
 import torch
 
@@ -30,16 +28,6 @@ PAIRS = [
     pytest.param('cpu', {}, 'cpu', TORCH_PATH, id='cpu-kernel-vs-torch'),
     pytest.param('cuda', {}, 'cpu', {}, id='cuda-vs-cpu', marks=pytest.mark.cuda),
 ]
-
-
-@contextlib.contextmanager
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def train_step(model, x, env, monkeypatch):
@@ -79,10 +67,16 @@ def test_backbone_matches_reference_path(family, device, env, ref_device, ref_en
     # BatchNorm statistics; the backward still runs through every layer.
     model = FAMILIES[family]().eval()
     x = torch.randn(*INPUT)
-    with no_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False  # fp32 convolutions, not TF32
+    torch.set_float32_matmul_precision('highest')  # fp32 matmuls (the default)
+    try:
         ref_out, ref_grads = train_step(model.to(ref_device), x.to(ref_device), ref_env,
                                         monkeypatch)
         out, grads = train_step(model.to(device), x.to(device), env, monkeypatch)
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved[0]
+        torch.set_float32_matmul_precision(saved[1])
 
     assert len(out) == len(ref_out)
     for i, (a, e) in enumerate(zip(out, ref_out)):
