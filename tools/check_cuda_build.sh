@@ -116,6 +116,8 @@ else
     fi
     TORCH_WHEEL="${wheels[0]}"
     t=$SECONDS
+    [ ! -e "$VENV" ] || [ -f "$VENV/pyvenv.cfg" ] \
+        || die 1 "$VENV exists and is not a virtual environment: not replacing it (MMSSM_CUDA_VENV)"
     rm -rf "$VENV"
     log "creating $VENV ($PYTHON $PY_VERSION)"
     "$PYTHON" -m venv "$VENV"
