@@ -72,7 +72,8 @@ def dry_run_steps(*args):
 
 def test_device_check_dry_run_lists_every_step():
     steps = dry_run_steps()
-    assert list(steps) == ['env', 'wheels', 'build', 'tests', 'scan', 'backbone-224-infer',
+    assert list(steps) == ['env', 'wheels', 'build', 'tests', 'harness', 'scan',
+                           'backbone-224-infer',
                            'backbone-800x1333-train', 'backbone-224-train',
                            'backbone-800x1333-infer', 'official']
     assert '-m cuda tests/ops tests/models' in steps['tests']

@@ -9,6 +9,8 @@
 #   build      mmssm._C and mmssm._C_cuda in place (ninja, all cores, this GPU's arch)
 #   tests      pytest -m cuda on tests/ops and tests/models (CUDA vs float64 reference and
 #              vs the CPU kernel, Triton gather/merge, AMP)
+#   harness    the kernels' own standalone harness (csrc/selective_scan/cuda/tests), torch-
+#              free: every tier, dtype and option against a float64 reference
 #   scan       benchmark_scan.py --device cuda, float32 / float16 / bfloat16: time,
 #              achieved bandwidth, time over the HBM floor (measured copy bandwidth)
 #   backbone-* benchmark_backbone.py --device cuda, every family, default vs torch path,
@@ -124,6 +126,7 @@ STEPS=(
 "wheels|30|$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .device/wheels/*.whl && $PY -c 'import mmengine; print(mmengine.__version__)'"
 "build|120|arch=\$($PY tools/device_report.py --arch) && TORCH_CUDA_ARCH_LIST=\$arch MAX_JOBS=\$(nproc) $PY setup.py build_ext --inplace && $PY tools/device_report.py --check-build"
 "tests|120|$PY -m pytest -m cuda tests/ops tests/models -q -p no:cacheprovider -rfE"
+"harness|60|arch=\$($PY tools/device_report.py --arch) && nvcc -std=c++17 -O3 --use_fast_math --expt-relaxed-constexpr -arch=sm_\${arch/./} -I csrc/selective_scan csrc/selective_scan/cuda/*.cu csrc/selective_scan/cuda/tests/scan_harness.cu -o $WORK/scan_harness && $WORK/scan_harness --quick"
 "scan|80|rc=0; for dt in float32 float16 bfloat16; do $PY tools/analysis_tools/benchmark_scan.py --device cuda --dtype \$dt --measure-bandwidth --budget 0.2 --json $WORK/scan_\$dt.json --markdown $WORK/scan.md || rc=1; done; exit \$rc"
 "backbone-224-infer|60|$PY ${BENCH_BB[*]} --sizes 224 --batch 128 --modes infer --title '224x224, batch 128, inference' --json $WORK/backbone-224-infer.json --markdown $WORK/backbone-224-infer.md"
 "backbone-800x1333-train|100|$PY ${BENCH_BB[*]} --sizes 800x1333 --batch 2 --modes train --title '800x1333, batch 2, training step' --json $WORK/backbone-800x1333-train.json --markdown $WORK/backbone-800x1333-train.md"

@@ -231,7 +231,10 @@ def build_report(work: Path, budget: Optional[int], total: Optional[int]):
     tests_out = _read_text(work / 'tests.out')
     targets = [['CUDA op and backbone tests (vs float64 reference and CPU kernel)',
                 _result(tests_result(status.get('tests'), tests_out)),
-                _tail(tests_out, 1) or '-']]
+                _tail(tests_out, 1) or '-'],
+               ['kernel harness: every tier / dtype / option vs float64',
+                _result(None if 'harness' not in status else status['harness'] == 'ok'),
+                _tail(_read_text(work / 'harness.out'), 1) or '-']]
     targets += scan_targets(scan) + backbone_targets(backbones)
 
     md = ['# mmssm device check', '']
@@ -244,6 +247,8 @@ def build_report(work: Path, budget: Optional[int], total: Optional[int]):
     md += [f'| {t} | {r} | {d} |' for t, r, d in targets]
     md += ['', '## Build', '', '```', _tail(_read_text(work / 'build.out'), 6), '```', '']
     md += ['## CUDA tests', '', '```', _tail(tests_out, 25), '```', '']
+    md += ['## Kernel harness (torch-free)', '', '```',
+           _tail(_read_text(work / 'harness.out'), 15) or 'not run', '```', '']
     md += ['## Selective scan', '', _read_text(work / 'scan.md').strip() or 'not measured', '']
     md += ['## Backbones', '']
     for name, title in BACKBONE_STEPS:
