@@ -126,7 +126,9 @@ def build_extensions():
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_CUDA_ARCHS_CUDA13
                               if cuda_major >= 13 else DEFAULT_CUDA_ARCHS)
         host = [f for f in cflags if f != '-ffp-contract=fast']
-        nvcc = ['-O3', '-std=c++20', '--use_fast_math', '-lineinfo',
+        # nvcc accepts C++20 from CUDA 12 on; older toolkits (with older torch) get C++17.
+        cuda_std = '-std=c++20' if cuda_major >= 12 else '-std=c++17'
+        nvcc = ['-O3', cuda_std, '--use_fast_math', '-lineinfo',
                 '--expt-relaxed-constexpr', '--expt-extended-lambda',
                 # torch defines these to hide the half/bf16 operators; the kernels are
                 # torch-free and use cuda_fp16.h / cuda_bf16.h directly.
