@@ -400,6 +400,100 @@ def _patch_ssd_head(module: types.ModuleType) -> None:
     head.__init__ = __init__  # once per module: _patch_loaded marks the shim applied
 
 
+# ------------------------------------------ 6. checkpoints that survive a crash while saving
+def _is_local_target(filename, file_client_args, backend_args) -> bool:
+    if file_client_args is not None or str(filename).startswith('pavi://'):
+        return False
+    from mmengine.fileio import LocalBackend, get_file_backend
+    return isinstance(get_file_backend(filename, backend_args=backend_args), LocalBackend)
+
+
+def _atomic_save_checkpoint(original: Callable) -> Callable:
+    """mmengine's ``save_checkpoint`` that writes local files atomically."""
+    if getattr(original, '_mmssm_atomic', False):
+        return original
+
+    @functools.wraps(original)
+    def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+        if not _is_local_target(filename, file_client_args, backend_args):
+            return original(checkpoint, filename, file_client_args, backend_args)
+        from mmssm.fileio import atomic_save
+        atomic_save(checkpoint, filename)
+
+    save_checkpoint._mmssm_atomic = True
+    return save_checkpoint
+
+
+def _patch_save_checkpoint(module: types.ModuleType) -> None:
+    """mmengine 0.10.7 ``save_checkpoint`` (runner/checkpoint.py) serialises into memory
+    and writes the bytes with ``LocalBackend.put`` -- ``open(path, 'wb')`` then one
+    ``write``: a process killed during the write leaves a truncated ``.pth`` under the
+    final name (and an overwritten checkpoint is lost). No upstream issue or fix as of
+    mmengine 0.10.7.
+
+    The shim wraps it so that local targets go through :func:`mmssm.fileio.atomic_save`
+    (temporary file in the same directory, flush, fsync, rename); other backends (pavi,
+    ceph, petrel, http) are left to mmengine. Applied in the modules that hold the
+    function by name: ``runner.checkpoint`` (where it is defined), ``runner.runner``
+    (``Runner.save_checkpoint``) and the ``mmengine.runner`` package (``CheckpointHook``'s
+    publishing, users' ``from mmengine.runner import save_checkpoint``).
+    """
+    current = module.__dict__.get('save_checkpoint')
+    if callable(current):
+        module.save_checkpoint = _atomic_save_checkpoint(current)
+
+
+def _save_checkpoint_with_step(self, runner, step, meta):
+    """``CheckpointHook._save_checkpoint_with_step`` in a crash-safe order: save the new
+    checkpoint (atomically, shim 6a), then point ``last_checkpoint`` at it (atomically),
+    and only then delete the checkpoint that ``max_keep_ckpts`` retires. The bookkeeping
+    (``keep_ckpt_ids`` and ``last_ckpt`` in the message hub, hence in the saved file) is
+    mmengine's, unchanged."""
+    from mmengine.dist import is_main_process
+
+    from mmssm.fileio import atomic_write_text
+    retired = None
+    if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
+                                        and self.keep_ckpt_ids[-1] == step):
+        if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+            retired = self.keep_ckpt_ids.popleft()
+        self.keep_ckpt_ids.append(step)
+        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+    ckpt_filename = self.filename_tmpl.format(step)
+    self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+    runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+    runner.save_checkpoint(self.out_dir, ckpt_filename, self.file_client_args,
+                           save_optimizer=self.save_optimizer,
+                           save_param_scheduler=self.save_param_scheduler, meta=meta,
+                           by_epoch=self.by_epoch, backend_args=self.backend_args,
+                           **self.args)
+    if not is_main_process():  # sharded saves: only the main process keeps the books
+        return
+    atomic_write_text(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
+    if retired is not None:
+        path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired))
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
+            self.file_backend.rmtree(path)
+
+
+def _patch_checkpoint_hook(module: types.ModuleType) -> None:
+    """mmengine 0.10.7 ``CheckpointHook._save_checkpoint_with_step``
+    (hooks/checkpoint_hook.py) deletes the checkpoint that ``max_keep_ckpts`` retires
+    *before* it saves the new one, and writes ``last_checkpoint`` in place after it: with
+    ``max_keep_ckpts=1`` a crash during the save leaves no checkpoint at all and a
+    ``last_checkpoint`` naming a deleted file, so ``--resume`` has nothing to resume
+    from. No upstream issue or fix as of mmengine 0.10.7.
+
+    The shim replaces that one method with :func:`_save_checkpoint_with_step` (same
+    bookkeeping, crash-safe order). Subclasses that override the method keep theirs.
+    """
+    hook = module.CheckpointHook
+    if hook.__dict__.get('_save_checkpoint_with_step') is not _save_checkpoint_with_step:
+        hook._save_checkpoint_with_step = _save_checkpoint_with_step
+
+
 # --------------------------------------------------------------------------- the list
 SHIMS: Tuple[Shim, ...] = (
     *(Shim('weights_only', name, _patch_checkpoint_loading,
@@ -419,6 +513,13 @@ SHIMS: Tuple[Shim, ...] = (
     Shim('ssd_head_loss_cls', 'mmdet.models.dense_heads.ssd_head', _patch_ssd_head,
          reason='SSDHead has no loss_cls, read by predict; '
                 'open-mmlab/mmdetection#11780, fix #11524'),
+    *(Shim('atomic_save', name, _patch_save_checkpoint,
+           reason='a crash while saving leaves a truncated .pth; no upstream issue')
+      for name in ('mmengine.runner.checkpoint', 'mmengine.runner.runner',
+                   'mmengine.runner')),
+    Shim('checkpoint_order', 'mmengine.hooks.checkpoint_hook', _patch_checkpoint_hook,
+         reason='max_keep_ckpts deletes the old checkpoint before the new one is saved; '
+                'no upstream issue'),
 )
 
 

@@ -1,4 +1,4 @@
-"""Reading checkpoint files without running code from them.
+"""Reading checkpoint files without running code from them; writing them atomically.
 
 Every checkpoint mmssm reads -- official classification/detection/segmentation files,
 mmssm conversions, full mmengine training checkpoints -- goes through
@@ -20,23 +20,30 @@ opt-in to a full unpickle is per file: ``trust_pickle=True`` (the tools'
 ``--trust-pickle``), :func:`trust_file` before an mmengine load, or an explicit
 ``torch.load(..., weights_only=False)`` passed by the caller (see ``mmssm/compat.py``).
 
+Writing: :func:`atomic_save` / :func:`atomic_write` never leave a partial file under the
+final name (temporary file in the same directory, flush, fsync, rename); mmengine's
+checkpoint saving uses them through ``mmssm/compat.py``.
+
 This module sits below the models in the import order (ops -> fileio -> models ->
 converters -> apis -> tools) and imports nothing from mmssm.
 """
+import glob
 import io
 import os
 import os.path as osp
 import pickle
 import re
 import threading
+import uuid
 from collections import OrderedDict
-from typing import IO, Any, Iterable, Optional, Set, Union
+from typing import IO, Any, Callable, Iterable, Optional, Set, Union
 
 import torch
 
 __all__ = ['OpaqueObject', 'UnsafeCheckpointError', 'CorruptCheckpointError',
            'load_checkpoint_file', 'trust_file', 'is_trusted', 'TRUST_HELP',
-           'KNOWN_UPSTREAM_GLOBALS', 'preview']
+           'KNOWN_UPSTREAM_GLOBALS', 'preview', 'atomic_write', 'atomic_save',
+           'atomic_write_text']
 
 PathOrFile = Union[str, os.PathLike, IO[bytes]]
 
@@ -347,3 +354,73 @@ def _opt_in_text() -> str:
             'mmssm.fileio.trust_file(path) / torch.load(path, weights_only=False). '
             'A full unpickle can run arbitrary code embedded in the file.')
 
+
+
+# --------------------------------------------------------------------------- saving
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary_name(path: str) -> str:
+    directory, name = osp.split(path)
+    return osp.join(directory, f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Temporaries of ``path`` left by writers that were killed (``.NAME.*.tmp``)."""
+    directory, name = osp.split(path)
+    for stale in glob.glob(osp.join(glob.escape(directory), f'.{glob.escape(name)}.*.tmp')):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file so that ``path`` holds either its old contents or the complete new ones.
+
+    ``write(f)`` fills a temporary file in the same directory, which is flushed, fsynced
+    and renamed over ``path`` (``os.replace``: atomic within one file system); the
+    directory is fsynced after the rename. A process killed at any point leaves no
+    partial file under ``path``, only a ``.NAME.<pid>.<id>.tmp`` that the next write of
+    ``path`` removes. The file gets the usual permissions (umask), like ``open(path, 'wb')``.
+    """
+    path = osp.abspath(os.fspath(path))
+    directory = osp.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    _remove_stale_temporaries(path)
+    temporary = _temporary_name(path)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def atomic_save(obj: Any, path: Union[str, os.PathLike], **kwargs) -> None:
+    """``torch.save(obj, path, **kwargs)`` through :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f, **kwargs))
+
+
+def atomic_write_text(text: str, path: Union[str, os.PathLike]) -> None:
+    """Replace a small text file (e.g. mmengine's ``last_checkpoint``) atomically."""
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))

@@ -123,3 +123,38 @@ def test_file_cannot_register_statistics_methods(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         load_checkpoint_file(str(tmp_path / 'nope.pth'))
+
+
+# --------------------------------------------------------------------------- saving
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / 'iter_2.pth'
+    fileio.atomic_save({'w': torch.ones(3)}, path)
+
+    def half_then_crash(f):
+        f.write(b'PK\x03\x04 partial bytes')
+        raise OSError('disk full')
+
+    with pytest.raises(OSError, match='disk full'):
+        fileio.atomic_write(path, half_then_crash)
+    assert torch.equal(load_checkpoint_file(str(path))['w'], torch.ones(3))
+    assert os.listdir(tmp_path) == ['iter_2.pth']  # no temporary left behind
+
+
+def test_atomic_write_removes_temporaries_of_killed_writers(tmp_path):
+    path = tmp_path / 'iter_4.pth'
+    stale = tmp_path / '.iter_4.pth.12345.deadbeef.tmp'  # a writer killed mid-way
+    stale.write_bytes(b'PK partial')
+    other = tmp_path / '.iter_6.pth.12345.deadbeef.tmp'  # another file's: left alone
+    other.write_bytes(b'PK partial')
+    fileio.atomic_save({'w': torch.zeros(1)}, path)
+    assert sorted(os.listdir(tmp_path)) == sorted(['iter_4.pth', other.name])
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        fileio.atomic_write_text('x', tmp_path / 'last_checkpoint')
+    finally:
+        os.umask(umask)
+    assert (tmp_path / 'last_checkpoint').stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / 'last_checkpoint').read_text() == 'x'

@@ -20,6 +20,7 @@ from mmssm import compat
 
 mmcv = pytest.importorskip('mmcv')  # the stack is installed by `make test`
 from mmengine.config import Config  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.structures import InstanceData, PixelData  # noqa: E402
 
@@ -338,7 +339,7 @@ def _runner(work_dir, **kwargs):
         def forward(self, x, y, mode='tensor'):
             return self.net(x, y, mode)
 
-    return Runner(
+    settings = dict(
         model=Wrapped(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=_TinyData(), batch_size=4,
                               sampler=dict(type='DefaultSampler', shuffle=False),
@@ -350,7 +351,8 @@ def _runner(work_dir, **kwargs):
                            logger=dict(type='LoggerHook', interval=1)),
         default_scope='mmengine',
         # unique: two Runners in one second would otherwise share logger/visualizer
-        experiment_name=f'stack_{uuid.uuid4().hex[:8]}', **kwargs)
+        experiment_name=f'stack_{uuid.uuid4().hex[:8]}')
+    return Runner(**{**settings, **kwargs})
 
 
 def test_runner_checkpoint_round_trip(tmp_path):
@@ -377,3 +379,40 @@ def test_runner_checkpoint_round_trip(tmp_path):
     assert 'train/loss' in hub and len(hub['train/loss'].data[0]) == 2
     momentum = resumed.optim_wrapper.optimizer.state_dict()['state']
     assert momentum and all('momentum_buffer' in s for s in momentum.values())
+
+
+class _CrashWhileSaving(Hook):
+    """Test hook: the save of epoch ``at`` dies (disk full, kill) before it completes."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if checkpoint['meta']['epoch'] == self.at:
+            raise OSError(f'simulated crash while saving epoch {self.at}')
+
+
+def test_checkpoint_hook_deletes_the_old_checkpoint_only_after_the_new_one(tmp_path):
+    """compat shims 'atomic_save' + 'checkpoint_order': with max_keep_ckpts=1 a save that
+    dies leaves the previous checkpoint and a last_checkpoint that names it."""
+    import mmengine.runner
+    import mmengine.runner.checkpoint as ckpt
+    import mmengine.runner.runner as runner_module
+    for module in (ckpt, runner_module, mmengine.runner):
+        assert getattr(module.save_checkpoint, '_mmssm_atomic', False), module.__name__
+    work_dir = tmp_path / 'w'
+    hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1),
+                 logger=dict(type='LoggerHook', interval=1))
+    runner = _runner(work_dir, train_cfg=dict(by_epoch=True, max_epochs=3),
+                     default_hooks=hooks, custom_hooks=[_CrashWhileSaving(at=3)])
+    with pytest.raises(OSError, match='simulated crash'):
+        runner.train()
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_2.pth']
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
+    assert not list(work_dir.glob('.*.tmp'))
+    resumed = _runner(work_dir, resume=True, train_cfg=dict(by_epoch=True, max_epochs=3),
+                      default_hooks=hooks)
+    resumed.train()
+    assert resumed.epoch == 3
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_3.pth']
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_3.pth')
