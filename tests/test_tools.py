@@ -286,6 +286,22 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     assert not (tmp_path / 'wd').exists()  # failed before creating anything
 
 
+def test_truncated_annotation_json_is_named(tmp_path, monkeypatch):
+    pytest.importorskip('mmdet')
+    load_tool('tools/make_demo_data.py').main(
+        ['--out', str(tmp_path / 'data' / 'demo'), '--num-train', '2', '--num-val', '1'])
+    ann = tmp_path / 'data/demo/coco/annotations/instances_train.json'
+    ann.write_bytes(ann.read_bytes()[:ann.stat().st_size // 2])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load_tool('tools/train.py').main(
+            [osp.join(ROOT, 'configs/demo/retinanet_msvmamba_demo.py'), '--work-dir',
+             str(tmp_path / 'wd'), '--cfg-options', 'train_cfg.max_iters=1'])
+    message = str(info.value)
+    assert 'not valid JSON' in message and 'instances_train.json' in message
+    assert 'instances_val.json' not in message  # only the broken file is named
+
+
 def test_test_tool_missing_checkpoint(tmp_path):
     pytest.importorskip('mmdet')
     test = load_tool('tools/test.py')

@@ -15,9 +15,9 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmssm.apis import (check_data_paths, default_work_dir, load_config,  # noqa: E402
-                        set_launcher_env, setup_cpu_distributed, task_scope,
-                        trust_checkpoints)
+from mmssm.apis import (check_data_paths, default_work_dir,  # noqa: E402
+                        explain_data_errors, load_config, set_launcher_env,
+                        setup_cpu_distributed, task_scope, trust_checkpoints)
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
@@ -85,17 +85,18 @@ def main(argv=None):
     if args.tta:
         enable_tta(cfg)
     check_data_paths(cfg, ['test_dataloader'])
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError('--out must be a .pkl file')
-        if scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-        else:
-            from mmengine.evaluator import DumpResults
-            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
+    if args.out and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError('--out must be a .pkl file')
+    with explain_data_errors(cfg, ['test_dataloader']):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if args.out:
+            if scope == 'mmdet':
+                from mmdet.evaluation import DumpDetResults
+                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+            else:
+                from mmengine.evaluator import DumpResults
+                runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -16,8 +16,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, default_work_dir, enable_amp,  # noqa: E402
-                        load_config, set_launcher_env, setup_cpu_distributed, task_scope,
-                        trust_checkpoints)
+                        explain_data_errors, load_config, set_launcher_env,
+                        setup_cpu_distributed, task_scope, trust_checkpoints)
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
@@ -74,8 +74,9 @@ def main(argv=None):
         loaders.append('val_dataloader')
     check_data_paths(cfg, loaders)
     os.makedirs(cfg.work_dir, exist_ok=True)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    with explain_data_errors(cfg, loaders):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

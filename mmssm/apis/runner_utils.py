@@ -3,9 +3,11 @@
 One pair of scripts serves mmdet, mmseg and mmpretrain configs: mmengine's Runner is
 task-agnostic once the config carries its ``default_scope`` and mmssm is imported.
 """
+import contextlib
+import json
 import os
 import os.path as osp
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
 
@@ -77,6 +79,44 @@ def check_data_paths(cfg: Config, loaders: Iterable[str]) -> None:
             '\nPrepare the dataset as described in docs/getting_started.md, or point the '
             "config at it with --cfg-options (e.g. train_dataloader.dataset.data_root=...). "
             'For a quick start use the embedded demo data: make demo.')
+
+
+def _broken_json_files(cfg: Config, loaders: Iterable[str]) -> List[str]:
+    """The ``.json`` annotation files of these dataloaders that do not parse, described."""
+    broken, seen = [], set()
+    for loader in loaders:
+        paths = list(_dataset_paths((cfg.get(loader) or {}).get('dataset', {})))
+        evaluators = cfg.get(loader.replace('_dataloader', '_evaluator')) or []
+        for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
+            if isinstance(evaluator, dict) and evaluator.get('ann_file'):  # CocoMetric
+                paths.append(('ann_file', evaluator['ann_file']))
+        for what, path in paths:
+            if (what != 'ann_file' or not str(path).endswith('.json') or path in seen
+                    or not osp.isfile(path)):
+                continue
+            seen.add(path)
+            try:
+                with open(path, 'rb') as f:
+                    json.load(f)
+            except (ValueError, UnicodeDecodeError) as err:
+                broken.append(f'{path!r} ({osp.getsize(path)} bytes): {err}')
+    return broken
+
+
+@contextlib.contextmanager
+def explain_data_errors(cfg: Config, loaders: Iterable[str]) -> Iterator[None]:
+    """Name the file when a dataset fails on an annotation file that is not valid JSON
+    (pycocotools and mmengine report only the position of the parse error)."""
+    loaders = list(loaders)
+    try:
+        yield
+    except json.JSONDecodeError as err:
+        broken = _broken_json_files(cfg, loaders)
+        if not broken:
+            raise
+        raise ValueError('annotation file is not valid JSON (truncated by an interrupted '
+                         'download or copy?):\n  ' + '\n  '.join(broken) +
+                         '\nDownload or copy it again.') from err
 
 
 def trust_checkpoints(paths: Iterable[Optional[str]], flag: str = '--trust-pickle') -> List[str]:

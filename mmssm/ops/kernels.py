@@ -78,6 +78,29 @@ def _cast_grad(grad: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional
     return grad.to(dtype)
 
 
+_TWICE = ("selective_scan on the compiled {backend!r} backend is differentiable once: its "
+          'backward is a kernel without a derivative of its own, so a second backward '
+          'through it (create_graph=True: gradient penalties, Hessian-vector products, '
+          "double backward) is not available. Use backend='torch' (or "
+          "mmssm.ops.scan_backend('torch')) for higher-order gradients.")
+
+
+class _DifferentiableOnce(torch.autograd.Function):
+    """Passes the gradients of the compiled backward through unchanged; differentiating
+    them again raises :data:`_TWICE` (instead of torch's generic 'element 0 of tensors
+    does not require grad'). ``anchor`` (a tensor of the op that requires grad)
+    attaches this node to the graph under ``create_graph=True``."""
+
+    @staticmethod
+    def forward(ctx, backend, anchor, *grads):
+        ctx.backend = backend
+        return tuple(g.view_as(g) for g in grads)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(_TWICE.format(backend=ctx.backend))
+
+
 class SelectiveScanFn(torch.autograd.Function):
     """Selective scan on a compiled backend (``backend``: 'cpu' -> mmssm._C,
     'cuda' -> mmssm._C_cuda). Returns ``(out, last_state)``.
@@ -101,6 +124,7 @@ class SelectiveScanFn(torch.autograd.Function):
         ctx.save_for_backward(*args, chunk_states)
         ctx.delta_softplus = bool(delta_softplus)
         ctx.module = module
+        ctx.backend = backend
         ctx.squeeze_bc = squeeze_bc
         ctx.grad_dtypes = tuple(None if t is None else t.dtype
                                 for t in (A, B, C, D, delta_bias))
@@ -118,9 +142,18 @@ class SelectiveScanFn(torch.autograd.Function):
                 ctx.delta_softplus)
         dB = dB.squeeze(1) if ctx.squeeze_bc[0] else dB
         dC = dC.squeeze(1) if ctx.squeeze_bc[1] else dC
-        return (du, ddelta, _cast_grad(dA, A_dtype), _cast_grad(dB, B_dtype),
-                _cast_grad(dC, C_dtype), _cast_grad(dD, D_dtype), dz,
-                _cast_grad(ddelta_bias, bias_dtype), None, None)
+        grads = [du, ddelta, _cast_grad(dA, A_dtype), _cast_grad(dB, B_dtype),
+                 _cast_grad(dC, C_dtype), _cast_grad(dD, D_dtype), dz,
+                 _cast_grad(ddelta_bias, bias_dtype)]
+        anchors = [t for t in (dout, u, delta, A, B, C, D, z, delta_bias)
+                   if t is not None and t.requires_grad]
+        if torch.is_grad_enabled() and anchors:  # backward(create_graph=True)
+            present = [i for i, g in enumerate(grads) if g is not None]
+            wrapped = _DifferentiableOnce.apply(ctx.backend, anchors[0],
+                                                *(grads[i] for i in present))
+            for i, g in zip(present, wrapped):
+                grads[i] = g
+        return (*grads, None, None)
 
 
 def selective_scan_kernel(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,

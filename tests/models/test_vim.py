@@ -428,6 +428,21 @@ def test_cls_token_output_is_the_normed_middle_token():
     torch.testing.assert_close(feature, captured['out'][:, 8], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('kwargs', [dict(), dict(with_fpn=True, out_indices=(0, 1, 2)),
+                                    dict(out_type='cls_token')])
+def test_empty_batch_gives_empty_outputs(kwargs):
+    """Batch 0 (e.g. a sampler's empty last batch) returns empty outputs of the usual
+    shapes, as in the other families, instead of failing in the token-to-map reshape."""
+    model = Vim(arch=SMALL, img_size=32, **kwargs)
+    full = model(torch.randn(1, 3, 32, 32))
+    x = torch.zeros(0, 3, 32, 32, requires_grad=True)
+    empty = model(x)
+    assert [o.shape[1:] for o in empty] == [o.shape[1:] for o in full]
+    assert all(o.shape[0] == 0 for o in empty)
+    sum(o.sum() for o in empty).backward()
+    assert x.grad.shape == x.shape
+
+
 def test_registry_and_arch_dict():
     from mmengine.registry import MODELS as ROOT
     model = ROOT.build(dict(type='mmssm.Vim', arch=SMALL, img_size=32))

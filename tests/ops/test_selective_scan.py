@@ -290,6 +290,32 @@ def test_gradcheck_float64(backend, seqlen, dstate, groups):
                                     rtol=1e-5, fast_mode=True)
 
 
+@pytest.mark.parametrize('device', DEVICES)
+def test_double_backward_through_the_compiled_op_is_a_clear_error(device):
+    """The compiled kernels are differentiable once. A second backward names that and
+    the way out, instead of torch's 'element 0 of tensors does not require grad';
+    first-order gradients under create_graph=True are unchanged."""
+    require_backend(device)
+    args = leaves(make_inputs(9, 4, 1, torch.float32, batch=1, dim=4), device=device)
+    first, = torch.autograd.grad(selective_scan(**args).sum(), args['u'], create_graph=True)
+    plain = leaves(args)
+    expected, = torch.autograd.grad(selective_scan(**plain).sum(), plain['u'])
+    torch.testing.assert_close(first, expected)
+    with pytest.raises(RuntimeError, match="differentiable once.*backend='torch'"):
+        first.pow(2).sum().backward()
+
+
+def test_double_backward_through_the_torch_backend():
+    args = leaves(make_inputs(5, 2, 1, torch.float64, batch=1, dim=2), dtype=torch.float64)
+    names = list(args)
+
+    def fn(*tensors):
+        return selective_scan(**dict(zip(names, tensors)), backend='torch')
+
+    assert torch.autograd.gradgradcheck(fn, tuple(args.values()), eps=1e-6, atol=1e-5,
+                                        rtol=1e-4, fast_mode=True)
+
+
 def test_float64_cpu_matches_reference_exactly_enough():
     inputs = make_inputs(300, 16, 4, torch.float64)
     inputs = {k: (None if v is None else v.double()) for k, v in inputs.items()}

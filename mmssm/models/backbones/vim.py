@@ -731,7 +731,8 @@ class Vim(SSMBackbone):
 
     def _to_map(self, tokens: Tensor, grid: Grid) -> Tensor:
         tokens, _ = split_cls_entry(tokens, self.cls_token is not None)
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid).contiguous()
+        batch, _, channels = tokens.shape  # explicit sizes: an empty batch has no -1
+        return tokens.transpose(1, 2).reshape(batch, channels, *grid).contiguous()
 
     def _run_block(self, layer: VimBlock, hidden: Tensor,
                    residual: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
