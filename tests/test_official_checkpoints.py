@@ -48,18 +48,13 @@ CONFIGS = REPO / 'configs'
 TOOL = REPO / 'tools' / 'model_converters' / 'official_to_mmssm.py'
 
 
-def _shared_dir() -> Path:
-    env = os.environ.get('MMSSM_SHARED_DIR')
-    if env:
-        return Path(env)
-    local = REPO / 'shared'
-    return local if (local / 'specs').is_dir() else Path('/work/shared')
+KEYS_DIR = REPO / 'tests' / 'data' / 'keys'  # official key lists (tests/data/README.md)
 
 
 def keys_from_tsv(name: str) -> 'OrderedDict[str, tuple]':
-    path = _shared_dir() / 'specs' / 'keys' / f'{name}.tsv'
+    path = KEYS_DIR / f'{name}.tsv'
     if not path.is_file():
-        pytest.skip(f'{path} not available')
+        raise FileNotFoundError(f'keys file not found: {path}')
     shapes = OrderedDict()
     for line in path.read_text().splitlines():
         if line.strip():

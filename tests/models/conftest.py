@@ -4,18 +4,22 @@ Test modules in this directory import them directly (``from conftest import
 load_fixture``); pytest (default ``prepend`` import mode) puts this directory on ``sys.path``
 and makes this file the ``conftest`` module while the directory is collected.
 
-* :func:`shared_dir`                  where ``specs/`` and ``fixtures/`` live
-* :func:`keys_tsv`                    path of ``specs/keys/<name>.tsv``
+Every file they read lives in the repository, under ``tests/data`` (see its README for
+where each comes from); a missing file is an error, never a skip or an empty list.
+
+* :data:`KEYS_DIR`, :func:`keys_tsv`  official state-dict keys files ``tests/data/keys``
+* :func:`keys_files`                  the keys files matching a pattern (never none)
 * :func:`parse_keys_tsv`              ``key<TAB>[shape]`` lines -> {key: shape}
 * :func:`random_state_dict_from_tsv`  random tensors with exactly those keys/shapes
-* :func:`load_fixture`                ``fixtures/<family>/fixture.pt`` (skips if absent)
+* :func:`load_fixture`                ``tests/data/fixtures/<family>/fixture.pt``
+* :func:`fixture_case_ids`            indices of a fixture's cases (for parametrize)
 * :func:`fixture_cases`               (config, state_dict, case) per fixture case
 * :func:`output_errors`               max abs / rel error of a list of outputs
 * :func:`official_cpu_merge`          MobileMamba with the official CPU merge quirk
 * :func:`from_official_reference`     ``from_official`` as the official reference ran
 """
+import functools
 import json
-import os
 import sys
 import types
 from collections import OrderedDict
@@ -30,18 +34,41 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def shared_dir() -> Path:
-    """``$MMSSM_SHARED_DIR``, else ``<repo>/shared``, else ``/work/shared``."""
-    env = os.environ.get('MMSSM_SHARED_DIR')
-    if env:
-        return Path(env)
-    local = REPO_ROOT / 'shared'
-    return local if (local / 'specs').is_dir() else Path('/work/shared')
+DATA_DIR = REPO_ROOT / 'tests' / 'data'
+KEYS_DIR = DATA_DIR / 'keys'
+FIXTURES_DIR = DATA_DIR / 'fixtures'
+
+
+@pytest.fixture(autouse=True)
+def _mmssm_default_scope():
+    """Registry look-ups without a scope prefix (``type='VMamba'``) resolve in mmssm's
+    registry whatever default scope an earlier test (mmdet/mmseg tools) left behind."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmssm'):
+        yield
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f'{what} not found: {path} (tests/data/README.md says where '
+                                'the test data comes from)')
+    return path
 
 
 def keys_tsv(name: str) -> Path:
-    """Path of ``specs/keys/<name>.tsv`` (``name`` may contain ``extra/``)."""
-    return shared_dir() / 'specs' / 'keys' / f'{name}.tsv'
+    """Path of ``tests/data/keys/<name>.tsv`` (``name`` may contain ``extra/``)."""
+    return _existing(KEYS_DIR / f'{name}.tsv', 'keys file')
+
+
+def keys_files(pattern: str = '*.tsv', extra: bool = False) -> List[Path]:
+    """Sorted keys files matching ``pattern`` (with ``extra``, ``extra/`` too); an error
+    when none matches, so no test parametrises over nothing."""
+    found = sorted(KEYS_DIR.glob(pattern))
+    if extra:
+        found += sorted((KEYS_DIR / 'extra').glob(pattern))
+    if not found:
+        raise FileNotFoundError(f'no keys file matches {pattern!r} in {KEYS_DIR}')
+    return found
 
 
 def parse_keys_tsv(path) -> 'OrderedDict[str, Tuple[int, ...]]':
@@ -80,17 +107,23 @@ def random_state_dict_from_tsv(path, seed: int = 0) -> 'OrderedDict[str, torch.T
     return state_dict
 
 
-def fixture_path(family: str) -> Path:
-    return shared_dir() / 'fixtures' / family / 'fixture.pt'
+def fixture_path(family: str, kind: str = 'fixture') -> Path:
+    """``tests/data/fixtures/<family>/<kind>.pt`` (``kind``: 'fixture' or 'cls_fixture')."""
+    return _existing(FIXTURES_DIR / family / f'{kind}.pt', f'{family} {kind}')
 
 
-def load_fixture(family: str) -> Dict[str, Any]:
-    """Load ``fixtures/<family>/fixture.pt`` (tensors only, ``weights_only=True``);
-    skip the calling test if the file is not there."""
-    path = fixture_path(family)
-    if not path.is_file():
-        pytest.skip(f'fixture not found: {path}')
-    return torch.load(path, map_location='cpu', weights_only=True)
+def load_fixture(family: str, kind: str = 'fixture') -> Dict[str, Any]:
+    """Load a family's reference fixture (tensors only, ``weights_only=True``)."""
+    return torch.load(fixture_path(family, kind), map_location='cpu', weights_only=True)
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_case_ids(family: str, kind: str = 'fixture') -> Tuple[int, ...]:
+    """``(0, ..., n_cases - 1)`` of a fixture, for ``pytest.mark.parametrize``."""
+    cases = load_fixture(family, kind)['cases']
+    if not cases:
+        raise ValueError(f'{fixture_path(family, kind)} has no cases')
+    return tuple(range(len(cases)))
 
 
 def fixture_cases(fixture: Dict[str, Any]) -> List[Tuple[dict, dict, dict]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from conftest import (fixture_cases, fixture_path, keys_tsv, load_fixture, output_errors,
-                      parse_keys_tsv, random_state_dict_from_tsv, shared_dir)
+from conftest import (fixture_case_ids, fixture_cases, keys_files, keys_tsv, load_fixture,
+                      output_errors, parse_keys_tsv, random_state_dict_from_tsv)
 
 import mmssm.models  # noqa: F401  (registers the backbones)
 from mmssm.converters import (convert_official, from_official, get_converter,
@@ -22,15 +22,10 @@ from mmssm.converters import (convert_official, from_official, get_converter,
 from mmssm.models.backbones.efficient_vmamba import EfficientVMamba
 
 FAMILY = 'efficientvmamba'
-KEYS_DIR = shared_dir() / 'specs' / 'keys'
 ARCHS = ('tiny', 'small', 'base')
 # Parameter counts of the official backbone wrapper (4 out-norms), spec section 1.8.
 SPEC_PARAMS = {'tiny': 6_109_332, 'small': 10_761_584, 'base': 32_949_480}
 SMALL_ARCH = dict(dims=8, depths=(1, 1, 1, 1))
-
-needs_shared = pytest.mark.skipif(not KEYS_DIR.is_dir(),
-                                  reason=f'shared specs not found at {KEYS_DIR}')
-
 
 def small_model(**kwargs):
     kwargs.setdefault('arch', SMALL_ARCH)
@@ -39,7 +34,6 @@ def small_model(**kwargs):
 
 
 # --- (a) official checkpoint keys -> strict load ------------------------------------
-@needs_shared
 @pytest.mark.parametrize('arch', ARCHS)
 def test_official_keys_convert_and_load_strict(arch):
     official = random_state_dict_from_tsv(keys_tsv(f'efficientvmamba_{arch}'), seed=1)
@@ -65,7 +59,6 @@ def test_official_keys_convert_and_load_strict(arch):
                                official['layers.3.2.conv_pw2.1.running_var'], rtol=0, atol=0)
 
 
-@needs_shared
 def test_official_keys_nested_checkpoints():
     official = random_state_dict_from_tsv(keys_tsv('efficientvmamba_tiny'), seed=2)
     backbone = {k: v for k, v in official.items() if not k.startswith('outnorm')}
@@ -146,18 +139,12 @@ def test_converter_rejects_inconsistent_conv_stage_layout():
 
 
 # --- (b) parity with the official model -------------------------------------------
-def _case_ids():
-    path = fixture_path(FAMILY)
-    return list(range(len(torch.load(path, weights_only=True)['cases']))) if path.is_file() \
-        else [0]  # load_fixture() skips with a reason when the file is absent
-
-
 @pytest.fixture(scope='module')
 def cases():
     return fixture_cases(load_fixture(FAMILY))
 
 
-@pytest.mark.parametrize('case_index', _case_ids())
+@pytest.mark.parametrize('case_index', fixture_case_ids(FAMILY))
 def test_fixture_parity(cases, case_index):
     config, state_dict, case = cases[case_index]
     model = from_official(FAMILY, config, state_dict)
@@ -182,7 +169,7 @@ def test_fixture_parity(cases, case_index):
                                    msg=lambda m: f'case {case_index} fp64 output {i}: {m}')
 
 
-@pytest.mark.parametrize('case_index', _case_ids())
+@pytest.mark.parametrize('case_index', fixture_case_ids(FAMILY))
 def test_fixture_parity_float64(cases, case_index):
     """In float64 the rounding noise vanishes and any functional difference shows
     (the official code cannot run in float64; its fp64 reference exists in the fixture)."""
@@ -457,13 +444,11 @@ def test_bad_arch():
         EfficientVMamba('tiny', use_checkpoint=True)  # strict signature
 
 
-@needs_shared
 def test_signature_and_other_families_rejected(tmp_path):
     sig = get_converter('efficientvmamba').signature
-    for path in sorted(KEYS_DIR.glob('efficientvmamba_*.tsv')):
+    for path in keys_files('efficientvmamba_*.tsv'):
         assert sig(parse_keys_tsv(path)), path.name
-    others = [p for p in sorted(KEYS_DIR.glob('*.tsv')) + sorted(KEYS_DIR.glob('extra/*.tsv'))
-              if not p.name.startswith('efficientvmamba')]
+    others = [p for p in keys_files(extra=True) if not p.name.startswith('efficientvmamba')]
     assert others
     for path in others:
         assert not sig(parse_keys_tsv(path)), path.name

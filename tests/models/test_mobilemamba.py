@@ -1,4 +1,4 @@
-"""MobileMamba backbone, its converter, BN fusion and the EfficientViTFPN neck.
+"""MobileMamba backbone, its converter, BN fusion and the backbone + EfficientViTFPN neck.
 
 Official names/shapes (spec keys files), parameter counts, numerical parity with the
 official downstream ``MobileMamba`` (fixture), inference-time BN fusion, checkpoint
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import (fixture_cases, from_official_reference, keys_tsv, load_fixture,
-                      official_cpu_merge, output_errors, parse_keys_tsv,
-                      random_state_dict_from_tsv, shared_dir)
+from conftest import (fixture_case_ids, fixture_cases, from_official_reference, keys_files,
+                      keys_tsv, load_fixture, official_cpu_merge, output_errors,
+                      parse_keys_tsv, random_state_dict_from_tsv)
 
 import mmssm.models  # noqa: F401  (registers the models)
 from mmssm.converters import (convert_official, from_official, get_converter,
@@ -139,14 +139,14 @@ def test_checkpoint_containers_and_prefixes():
     both = {'net': plain, 'net_E': ema}
     load_state_dict_checked(model, convert_official('mobilemamba', select_weights(both, ema=True)))
     assert_same_state(model, ema)
-    assert select_weights({'net_E': ema}, ema=False) is not None  # a lone EMA entry is found
+    lone = select_weights({'net_E': ema}, ema=False)  # a lone EMA entry is found
+    assert list(lone) == list(ema) and all(torch.equal(lone[k], ema[k]) for k in ema)
     with pytest.raises(KeyError, match='net_E'):
         select_weights(plain, ema=True)
 
 
 def test_signature_accepts_only_mobilemamba():
-    keys_dir = shared_dir() / 'specs' / 'keys'
-    for path in sorted(keys_dir.glob('*.tsv')) + sorted((keys_dir / 'extra').glob('*.tsv')):
+    for path in keys_files(extra=True):
         sd = {key: torch.empty(0) for key in parse_keys_tsv(path)}  # only names matter
         assert converter.signature(sd) == path.stem.startswith('mobilemamba'), path.stem
     assert converter.signature(fuse_state_dict(random_state_dict_from_tsv(
@@ -156,14 +156,7 @@ def test_signature_accepts_only_mobilemamba():
 # --------------------------------------------------------------------------------------
 # numerical parity with the official model
 # --------------------------------------------------------------------------------------
-def _fixture_case_ids():
-    try:
-        return [f'case{i}' for i in range(len(load_fixture('mobilemamba')['cases']))]
-    except BaseException:  # skipped: fixture missing
-        return ['case0']
-
-
-@pytest.mark.parametrize('index', range(len(_fixture_case_ids())), ids=_fixture_case_ids())
+@pytest.mark.parametrize('index', fixture_case_ids('mobilemamba'), ids='case{}'.format)
 def test_fixture_parity(fixture, index):
     config, state_dict, case = fixture_cases(fixture)[index]
     model = from_official_reference('mobilemamba', config, state_dict)
@@ -410,56 +403,6 @@ def test_haar_pair_is_perfect_reconstruction():
     assert bands.shape == (2, 3, 4, 3, 4)
     torch.testing.assert_close(bands[:, :, 0], F.avg_pool2d(x, 2) * 2)  # LL = 2 * mean
     torch.testing.assert_close(inverse_wavelet_transform(bands, filters), x)
-
-
-# --------------------------------------------------------------------------------------
-# EfficientViTFPN (transposed-conv adapter of the official det configs)
-# --------------------------------------------------------------------------------------
-def _reference_neck(neck, inputs):
-    """The neck spelled out with functional ops on its own weights."""
-    def conv(module, x, **kw):
-        return F.conv2d(x, module.conv.weight, module.conv.bias, **kw)
-
-    lat = [conv(m, x) for m, x in zip(neck.lateral_convs, inputs)]
-    for i in range(len(lat) - 1, 0, -1):
-        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:])
-    finer, cur = [], lat[0]
-    for m in neck.extra_trans_convs:
-        cur = F.conv_transpose2d(cur, m.conv.weight, m.conv.bias, stride=2)
-        finer.insert(0, cur)
-    outs = [conv(m, x, padding=1) for m, x in zip(neck.fpn_convs, lat)]
-    if neck.add_extra_convs == 'on_input':
-        outs.append(conv(neck.fpn_convs[len(lat)], inputs[-1], stride=2, padding=1))
-    return [conv(m, x, padding=1) for m, x in zip(neck.extra_fpn_convs, finer)] + outs
-
-
-@pytest.mark.parametrize('mode', ['mask_rcnn', 'retinanet'])
-def test_efficientvit_fpn(mode):
-    torch.manual_seed(0)
-    channels = [20, 24, 28]
-    extra = dict(num_extra_trans_convs=2) if mode == 'mask_rcnn' else dict(
-        num_extra_trans_convs=1, add_extra_convs='on_input')
-    neck = MODELS.build(dict(type='mmssm.EfficientViTFPN', in_channels=channels,
-                             out_channels=16, start_level=0, num_outs=5, **extra))
-    neck.init_weights()
-    keys = set(neck.state_dict())
-    assert {'lateral_convs.0.conv.weight', 'fpn_convs.2.conv.bias',
-            'extra_trans_convs.0.conv.weight', 'extra_fpn_convs.0.conv.weight'} <= keys
-    assert neck.extra_trans_convs[0].conv.weight.shape == (16, 16, 2, 2)
-    # backbone maps at strides 16/32/64 of a 128x192 image
-    inputs = [torch.randn(2, c, 8 // 2**i, 12 // 2**i) for i, c in enumerate(channels)]
-    outs = neck(inputs)
-    strides = [4, 8, 16, 32, 64] if mode == 'mask_rcnn' else [8, 16, 32, 64, 128]
-    assert [tuple(o.shape[2:]) for o in outs] == [
-        (math.ceil(128 / s), math.ceil(192 / s)) for s in strides]
-    for out, ref in zip(outs, _reference_neck(neck, inputs)):
-        torch.testing.assert_close(out, ref)
-    with pytest.raises(ValueError, match='expects 3 input maps'):
-        neck(inputs[:2])
-    with pytest.raises(ValueError, match=r'input 1 must be \(B, 24, H, W\)'):
-        neck([inputs[0], inputs[0], inputs[2]])
-    with pytest.raises(ValueError, match='num_outs'):
-        EfficientViTFPN(channels, 16, num_outs=4, num_extra_trans_convs=2)
 
 
 def test_backbone_with_neck_end_to_end():

@@ -19,7 +19,7 @@ from mmssm.converters import (convert_official, from_official, get_converter,
 from mmssm.converters.msvmamba import kwargs_from_official
 from mmssm.models.backbones.msvmamba import MSVMamba
 
-from conftest import (fixture_cases, fixture_path, keys_tsv, load_fixture, output_errors,
+from conftest import (fixture_case_ids, fixture_cases, keys_tsv, load_fixture, output_errors,
                       random_state_dict_from_tsv)
 
 ARCHS = ('nano', 'micro', 'tiny')
@@ -136,14 +136,7 @@ def test_pretrained_init_cfg_loads_official_and_converted_files(tmp_path):
 
 
 # -- (b) parity with the official model -------------------------------------------------
-def _case_ids():
-    path = fixture_path('msvmamba')
-    if not path.is_file():
-        return [0]  # load_fixture skips
-    return list(range(len(torch.load(path, weights_only=True)['cases'])))
-
-
-@pytest.mark.parametrize('case_id', _case_ids())
+@pytest.mark.parametrize('case_id', fixture_case_ids('msvmamba'))
 def test_fixture_parity(case_id):
     config, state_dict, case = fixture_cases(load_fixture('msvmamba'))[case_id]
     model = from_official('msvmamba', config, state_dict)
@@ -159,7 +152,7 @@ def test_fixture_parity(case_id):
           f'max rel {max(e["max_rel"] for e in errors):.3g}')
 
 
-@pytest.mark.parametrize('case_id', _case_ids())
+@pytest.mark.parametrize('case_id', fixture_case_ids('msvmamba'))
 def test_fixture_parity_float64(case_id):
     config, state_dict, case = fixture_cases(load_fixture('msvmamba'))[case_id]
     if 'outputs_fp64' not in case:

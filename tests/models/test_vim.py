@@ -10,8 +10,8 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (fixture_cases, keys_tsv, load_fixture, output_errors, parse_keys_tsv,
-                      random_state_dict_from_tsv, shared_dir)
+from conftest import (fixture_case_ids, fixture_cases, keys_files, keys_tsv, load_fixture,
+                      output_errors, parse_keys_tsv, random_state_dict_from_tsv)
 
 import mmssm.models  # noqa: F401  (registers the backbones and necks)
 from mmssm.converters import (convert_official, detect_families, from_official, get_converter,
@@ -33,8 +33,7 @@ SPEC_PARAMS = {
     'small_stride8': 26_001_256,
     'base': 97_598_440,
 }
-KEY_NAMES = sorted(p.stem[len('vim_'):]
-                   for p in (shared_dir() / 'specs' / 'keys').glob('vim_*.tsv'))
+KEY_NAMES = [p.stem[len('vim_'):] for p in keys_files('vim_*.tsv')]
 
 # Reduced width/depth for CPU-speed behaviour tests.
 SMALL = dict(embed_dims=16, depth=3, d_state=4)
@@ -139,13 +138,9 @@ def test_param_count_matches_spec(arch):
 # ------------------------------------------------------------------------------------
 # Parity with the official segmentation wrapper
 # ------------------------------------------------------------------------------------
-FIXTURE_CASES = 3
-
-
-@pytest.mark.parametrize('index', range(FIXTURE_CASES))
+@pytest.mark.parametrize('index', fixture_case_ids('vim'))
 def test_fixture_parity(index):
     fixture = load_fixture('vim')
-    assert len(fixture['cases']) == FIXTURE_CASES
     config, state_dict, case = fixture_cases(fixture)[index]
     model = from_official('vim', config, state_dict)
     with torch.no_grad():

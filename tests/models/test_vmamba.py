@@ -10,8 +10,8 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import (fixture_cases, keys_tsv, load_fixture, output_errors, parse_keys_tsv,
-                      random_state_dict_from_tsv, shared_dir)
+from conftest import (fixture_case_ids, fixture_cases, keys_files, keys_tsv, load_fixture,
+                      output_errors, parse_keys_tsv, random_state_dict_from_tsv)
 
 import mmssm.models  # noqa: F401  (registers the backbones)
 from mmssm.converters import (convert_official, detect_families, from_official, get_converter,
@@ -32,8 +32,7 @@ SPEC_PARAMS = {
     'v0_small': 43_649_760,
     'v0_base': 75_230_848,
 }
-KEY_ARCHS = sorted(p.stem[len('vmamba_'):]
-                   for p in (shared_dir() / 'specs' / 'keys').glob('vmamba_*.tsv'))
+KEY_ARCHS = [p.stem[len('vmamba_'):] for p in keys_files('vmamba_*.tsv')]
 
 # Reduced widths/depths of both generations, for CPU-speed behaviour tests.
 SMALL_V2 = dict(depths=[1, 1, 2, 1], dims=8, d_state=1, ssm_ratio=2.0, mlp_ratio=4.0,
@@ -166,15 +165,7 @@ def test_mmssm_state_dict_passes_conversion_unchanged(arch):
 # (b) numerical parity with the official MM_VSSM (fixture)
 
 
-def _fixture_params():
-    path = shared_dir() / 'fixtures' / 'vmamba' / 'fixture.pt'
-    if not path.is_file():
-        return [pytest.param(0, marks=pytest.mark.skip(reason=f'{path} not found'))]
-    count = len(torch.load(path, map_location='cpu', weights_only=True)['cases'])
-    return list(range(count))
-
-
-@pytest.mark.parametrize('index', _fixture_params())
+@pytest.mark.parametrize('index', fixture_case_ids('vmamba'))
 def test_fixture_parity(index):
     fixture = load_fixture('vmamba')
     config, state_dict, case = fixture_cases(fixture)[index]
@@ -394,10 +385,7 @@ def test_bad_input_and_arguments():
 @pytest.mark.parametrize('name', ['efficientvmamba_tiny', 'msvmamba_tiny', 'mobilemamba_t2',
                                   'vim_tiny'])
 def test_other_family_checkpoint_is_rejected(name):
-    path = keys_tsv(name)
-    if not path.is_file():
-        pytest.skip(f'{path} not found')
-    state_dict = random_state_dict_from_tsv(path, seed=0)
+    state_dict = random_state_dict_from_tsv(keys_tsv(name), seed=0)
     assert not converter.signature(state_dict)
     family = name.split('_')[0]
     detected = [f for f in detect_families(state_dict) if f != 'vmamba']
