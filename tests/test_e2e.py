@@ -3,8 +3,8 @@
 * One training iteration (+ validation) per task type: Mask R-CNN, RetinaNet, UperNet,
   Semantic FPN (MSVMamba) and SSDLite (MobileMamba), with the configs of configs/demo.
 * tools/test.py evaluates a checkpoint written by tools/train.py (and dumps predictions).
-* A 2-process CPU run (torchrun, gloo) of tools/train.py finishes and its checkpoint
-  loads strictly into the model.
+* A 2-process CPU run (torchrun, gloo) of tools/train.py keeps both ranks' weights equal
+  while training changes them; its checkpoint holds them and loads strictly.
 * ``--resume`` after an interrupted run continues from the last checkpoint: the same
   iteration, the checkpoint's optimizer state and message hub, then the remaining
   iterations.
@@ -85,22 +85,28 @@ def logged_losses(work_dir):
     return [r for r in records if 'loss' in r], [r for r in records if 'loss' not in r]
 
 
+# task -> (config, metrics its validation must report, extra --cfg-options). A detector
+# after one iteration scores every box below the default threshold (0.05), and COCO
+# evaluation of no boxes reports nothing: the detectors keep all boxes (score_thr=0).
 CONFIGS = {
-    'mask_rcnn': ('mask_rcnn_msvmamba_demo.py', None),
-    'retinanet': ('retinanet_msvmamba_demo.py', None),
-    'upernet': ('upernet_msvmamba_demo.py', 'mIoU'),
-    'semantic_fpn': ('fpn_msvmamba_demo.py', 'mIoU'),
-    'ssdlite': ('ssdlite_mobilemamba_demo.py', None),
+    'mask_rcnn': ('mask_rcnn_msvmamba_demo.py', ('coco/bbox_mAP', 'coco/segm_mAP'),
+                  ['model.test_cfg.rcnn.score_thr=0.0']),
+    'retinanet': ('retinanet_msvmamba_demo.py', ('coco/bbox_mAP', ),
+                  ['model.test_cfg.score_thr=0.0']),
+    'upernet': ('upernet_msvmamba_demo.py', ('mIoU', ), []),
+    'semantic_fpn': ('fpn_msvmamba_demo.py', ('mIoU', ), []),
+    'ssdlite': ('ssdlite_mobilemamba_demo.py', ('coco/bbox_mAP', ),
+                ['model.test_cfg.score_thr=0.0']),
 }
 
 
 @pytest.mark.parametrize('task', sorted(CONFIGS))
 def test_one_training_iteration(task, demo_dir, monkeypatch):
-    config, metric = CONFIGS[task]
+    config, metrics, extra = CONFIGS[task]
     monkeypatch.chdir(demo_dir)
     work_dir = demo_dir / 'work_dirs' / task
     train = load_tool('tools/train.py')
-    options = quick_options(1)
+    options = quick_options(1) + extra
     train.main([osp.join(DEMO, config), '--work-dir', str(work_dir), '--cfg-options',
                 *options])
     assert (work_dir / 'iter_1.pth').is_file()
@@ -110,8 +116,9 @@ def test_one_training_iteration(task, demo_dir, monkeypatch):
                if k.startswith('loss'))
     assert losses[0]['loss'] > 0
     assert evaluations, 'the validation after the iteration did not run'
-    if metric is not None:  # detectors after 1 iteration may have no box above threshold
-        assert metric in evaluations[-1]
+    for metric in metrics:
+        assert metric in evaluations[-1], (metric, sorted(evaluations[-1]))
+        assert 0.0 <= evaluations[-1][metric] <= 100.0, (metric, evaluations[-1][metric])
 
 
 def test_test_tool_evaluates_a_trained_checkpoint(demo_dir, monkeypatch):
@@ -144,35 +151,81 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_cpu_training(demo_dir):
-    config = osp.join(DEMO, 'retinanet_msvmamba_demo.py')
+# Imported by the training processes through the config's custom_imports.
+RANK_WEIGHTS_HOOK = """
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class SaveRankParameters(Hook):
+    \"\"\"Every rank saves its model parameters before and after training.\"\"\"
+    priority = 'VERY_LOW'
+
+    def _save(self, runner, stage):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        params = {k: v.detach().cpu().clone() for k, v in model.named_parameters()}
+        torch.save(params, f'{runner.work_dir}/rank{get_rank()}_{stage}.pth')
+
+    def before_train(self, runner):
+        self._save(runner, 'before')
+
+    def after_train(self, runner):
+        self._save(runner, 'after')
+"""
+
+
+def test_two_process_cpu_training(demo_dir, tmp_path):
+    """Two gloo processes train one model: they start from the same weights, stay equal
+    after every (all-reduced) step, the steps change the weights, and rank 0's
+    checkpoint holds those weights and loads strictly into the config's model."""
+    (tmp_path / 'e2e_rank_parameters.py').write_text(RANK_WEIGHTS_HOOK)
+    config = tmp_path / 'retinanet_ranks.py'
+    config.write_text(f"_base_ = [{osp.join(DEMO, 'retinanet_msvmamba_demo.py')!r}]\n"
+                      "custom_imports = dict(imports=['e2e_rank_parameters'], "
+                      "allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='SaveRankParameters')]\n")
     work_dir = demo_dir / 'work_dirs' / 'dist'
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore',
+               PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path), os.environ.get('PYTHONPATH',
+                                                                            '')]))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-           '--master_port', str(_free_port()), osp.join(ROOT, 'tools', 'train.py'), config,
-           '--launcher', 'pytorch', '--work-dir', str(work_dir), '--cfg-options',
-           'env_cfg.dist_cfg.backend=gloo', *quick_options(2)]
+           '--master_port', str(_free_port()), osp.join(ROOT, 'tools', 'train.py'),
+           str(config), '--launcher', 'pytorch', '--work-dir', str(work_dir),
+           '--cfg-options', 'env_cfg.dist_cfg.backend=gloo', *quick_options(2)]
     proc = subprocess.run(cmd, cwd=demo_dir, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (proc.stdout + proc.stderr)
     assert 'Distributed training: True' in log
     assert 'Iter(train) [2/2]' in log
+
+    params = {(rank, stage): torch.load(work_dir / f'rank{rank}_{stage}.pth',
+                                        weights_only=True)
+              for rank in (0, 1) for stage in ('before', 'after')}
+    names = list(params[0, 'after'])
+    assert names and all(set(p) == set(names) for p in params.values())
+    for name in names:
+        assert torch.equal(params[0, 'before'][name], params[1, 'before'][name]), name
+        assert torch.equal(params[0, 'after'][name], params[1, 'after'][name]), name
+    changed = [n for n in names if not torch.equal(params[0, 'before'][n], params[0, 'after'][n])]
+    assert any(n.startswith('backbone.') for n in changed)
+    assert any(n.startswith('bbox_head.') for n in changed)
+
     checkpoint = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
     assert checkpoint['meta']['iter'] == 2
-
+    for name in names:
+        assert torch.equal(checkpoint['state_dict'][name], params[0, 'after'][name]), name
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
     from mmssm.apis import load_config
-    cfg = load_config(config)
     init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(load_config(osp.join(DEMO, 'retinanet_msvmamba_demo.py')).model)
     load_checkpoint(model, str(work_dir / 'iter_2.pth'), map_location='cpu', strict=True)
-    state = model.state_dict()
-    for key, value in checkpoint['state_dict'].items():
-        assert torch.equal(state[key], value), key
 
 
 # ------------------------------------------------------------------------------- resume

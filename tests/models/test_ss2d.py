@@ -1,0 +1,212 @@
+"""The shared selective-scan core (``mmssm/models/layers/ss2d.py``) on its own.
+
+* ``SelectiveScanRoutes``: parameter names/shapes, both from-scratch inits, and
+  ``scan_routes`` against the float64 reference scan run route by route.
+* ``SS2D``: the whole mixer against a step-by-step float64 re-implementation in which
+  every scan order is written out with flips / transposes / strided slices (not the
+  index maps the module uses), for each pattern, gated or not, odd map sizes.
+* bad input and the official init ranges (``inverse_softplus_dt``).
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmssm.models.layers import SS2D, SelectiveScanRoutes, inverse_softplus_dt
+from mmssm.ops import selective_scan_reference
+
+
+def routes_reference(module, xs):
+    """(B, K, E, L) -> (B, K, E, L): each route scanned with its own parameters."""
+    k_routes, channels, n, r = module.num_routes, module.d_inner, module.d_state, module.dt_rank
+    outs = []
+    for k in range(xs.shape[1]):
+        x = xs[:, k]  # (B, E, L)
+        proj = torch.einsum('bel,ce->bcl', x, module.x_proj_weight[k])
+        dt, b_proj, c_proj = proj[:, :r], proj[:, r:r + n], proj[:, r + n:]
+        delta = torch.einsum('brl,er->bel', dt, module.dt_projs_weight[k])
+        rows = slice(k * channels, (k + 1) * channels)
+        outs.append(selective_scan_reference(
+            x, delta, -torch.exp(module.A_logs[rows]), b_proj.unsqueeze(1), c_proj.unsqueeze(1),
+            module.Ds[rows],
+            delta_bias=module.dt_projs_bias[k], delta_softplus=True))
+    assert len(outs) <= k_routes
+    return torch.stack(outs, dim=1)
+
+
+def sequences(pattern, x):
+    """(B, E, H, W) -> list of (B, E, L_k) route sequences and a function mapping route
+    outputs back onto the (B, E, H, W) map, written out by hand per pattern."""
+    batch, channels, height, width = x.shape
+    if pattern == 'cross':
+        row = x.flatten(2)
+        col = x.transpose(2, 3).flatten(2)
+        seqs = [row, col, row.flip(-1), col.flip(-1)]
+
+        def merge(ys):
+            col_back = lambda y: y.view(batch, channels, width, height).transpose(2, 3)  # noqa
+            return (ys[0].view_as(x) + col_back(ys[1]) + ys[2].flip(-1).view_as(x)
+                    + col_back(ys[3].flip(-1)))
+        return seqs, merge
+    if pattern == 'bidirectional':
+        row = x.flatten(2)
+        return [row, row.flip(-1)], lambda ys: (ys[0] + ys[1].flip(-1)).view_as(x)
+    if pattern == 'atrous':
+        padded = F.pad(x, (0, width % 2, 0, height % 2))
+        parts = [(0, 0, False), (1, 0, True), (0, 1, False), (1, 1, True)]
+        seqs = []
+        for di, dj, by_column in parts:
+            sub = padded[:, :, di::2, dj::2]
+            seqs.append((sub.transpose(2, 3) if by_column else sub).flatten(2))
+
+        def merge(ys):
+            out = torch.zeros_like(padded)
+            hs, ws = padded.shape[2] // 2, padded.shape[3] // 2
+            for y, (di, dj, by_column) in zip(ys, parts):
+                sub = (y.view(batch, channels, ws, hs).transpose(2, 3) if by_column
+                       else y.view(batch, channels, hs, ws))
+                out[:, :, di::2, dj::2] += sub
+            return out[:, :, :height, :width]
+        return seqs, merge
+    raise KeyError(pattern)
+
+
+def ss2d_reference(module, x):
+    """The SS2D forward in float64, step by step."""
+    height, width = x.shape[2:]
+    h = module.in_proj(x)
+    if module.gated:
+        h, z = h.chunk(2, dim=1)
+    h = F.silu(module.conv2d(h))
+    seqs, merge = sequences(module.scan, h)
+    ys = routes_reference(module, torch.stack(seqs, dim=1))
+    y = merge(list(ys.unbind(1)))
+    assert y.shape[2:] == (height, width)
+    y = module.out_norm(y)
+    if module.gated:
+        y = y * F.silu(z)
+    return module.out_proj(y)
+
+
+def randomise(module, seed=0):
+    """Random values everywhere (the inits leave structure the comparison could miss)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+        module.A_logs.copy_(torch.rand(module.A_logs.shape, generator=generator))
+    return module
+
+
+# ------------------------------------------------------------------ SelectiveScanRoutes
+def test_routes_parameters_have_the_official_names_and_shapes():
+    core = SelectiveScanRoutes(d_inner=6, d_state=3, dt_rank=2, num_routes=4)
+    shapes = {k: tuple(v.shape) for k, v in core.state_dict().items()}
+    assert shapes == {'x_proj_weight': (4, 8, 6), 'dt_projs_weight': (4, 6, 2),
+                      'dt_projs_bias': (4, 6), 'A_logs': (24, 3), 'Ds': (24, )}
+    assert core.A_logs._no_weight_decay and core.Ds._no_weight_decay
+
+
+def test_routes_inits():
+    v0 = SelectiveScanRoutes(8, 4, 2, 2, init='v0')
+    assert torch.equal(v0.A_logs, torch.log(torch.arange(1.0, 5.0)).expand(16, 4))
+    assert torch.equal(v0.Ds, torch.ones(16))
+    dt = F.softplus(v0.dt_projs_bias)
+    assert float(dt.min()) >= 1e-4 - 1e-7 and float(dt.max()) <= 0.1 + 1e-6
+    bound = 1 / math.sqrt(2)  # dt_scale / sqrt(dt_rank)
+    assert float(v0.dt_projs_weight.abs().max()) <= bound
+    assert float(v0.x_proj_weight.abs().max()) <= 1 / math.sqrt(8)
+    v2 = SelectiveScanRoutes(8, 4, 2, 2, init='v2')
+    assert torch.equal(v2.A_logs, torch.zeros(16, 4))
+    for name in ('dt_projs_weight', 'dt_projs_bias'):
+        value = getattr(v2, name)
+        assert float(value.min()) >= 0 and float(value.max()) < 0.1
+    with pytest.raises(ValueError, match="unknown SSM init 'v1'"):
+        SelectiveScanRoutes(8, 4, 2, 2, init='v1')
+
+
+def test_inverse_softplus_dt_is_log_uniform_in_range():
+    bias = inverse_softplus_dt(20000, dt_min=1e-3, dt_max=0.1)
+    dt = F.softplus(bias.double())
+    assert float(dt.min()) >= 1e-3 * (1 - 1e-5) and float(dt.max()) <= 0.1 * (1 + 1e-5)
+    # log-uniform: the median of log(dt) is the middle of [log 1e-3, log 0.1]
+    assert abs(float(dt.log().median()) - math.log(1e-2)) < 0.05
+    floored = F.softplus(inverse_softplus_dt(1000, dt_min=1e-6, dt_max=1e-5, dt_floor=1e-4))
+    assert torch.allclose(floored, torch.full((1000, ), 1e-4), rtol=1e-4)
+
+
+def test_scan_routes_matches_the_reference_per_route():
+    core = randomise(SelectiveScanRoutes(d_inner=5, d_state=3, dt_rank=2, num_routes=3))
+    xs = torch.randn(2, 3, 5, 11)
+    out = core.scan_routes(xs)
+    core64 = core.double()
+    expected = routes_reference(core64, xs.double())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
+    # a slice of the routes uses the matching parameter slots
+    tail = core64.scan_routes(xs[:, 1:].double(), first_route=1)
+    torch.testing.assert_close(tail, expected[:, 1:], rtol=1e-5, atol=1e-6)
+
+
+def test_scan_routes_rejects_bad_shapes():
+    core = SelectiveScanRoutes(d_inner=5, d_state=3, dt_rank=2, num_routes=2)
+    with pytest.raises(ValueError, match=r'expected \(B, K<=2, 5, L\)'):
+        core.scan_routes(torch.randn(1, 2, 4, 7))
+    with pytest.raises(ValueError, match='starting at route 1'):
+        core.scan_routes(torch.randn(1, 2, 5, 7), first_route=1)
+
+
+# ------------------------------------------------------------------------------- SS2D
+@pytest.mark.parametrize('pattern, gated, size', [
+    ('cross', False, (5, 7)),
+    ('cross', True, (4, 4)),
+    ('atrous', False, (5, 7)),
+    ('atrous', True, (6, 3)),
+    ('bidirectional', True, (1, 9)),
+    ('bidirectional', False, (3, 5)),
+])
+def test_ss2d_matches_a_hand_written_reference(pattern, gated, size):
+    module = randomise(SS2D(d_model=4, d_inner=6, d_state=3, dt_rank=2, scan=pattern,
+                            gated=gated, conv_bias=True)).eval()
+    assert module.num_routes == {'cross': 4, 'atrous': 4, 'bidirectional': 2}[pattern]
+    x = torch.randn(2, 4, *size)
+    with torch.no_grad():
+        out = module(x)
+        expected = ss2d_reference(module.double(), x.double())
+    assert out.shape == x.shape and out.dtype == x.dtype
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_ss2d_samples_stay_independent_and_gradients_flow():
+    module = randomise(SS2D(d_model=4, d_inner=8, d_state=2, dt_rank=1, scan='cross'))
+    x = torch.randn(3, 4, 5, 6, requires_grad=True)
+    out = module(x)
+    with torch.no_grad():
+        single = torch.cat([module(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(out, single, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, param in module.named_parameters():
+        assert param.grad is not None and bool(param.grad.abs().sum() > 0), name
+
+
+def test_ss2d_projection_and_norm_factories():
+    module = SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1, gated=True,
+                  projection=lambda cin, cout: torch.nn.Conv2d(cin, cout, 1),
+                  out_norm=lambda channels: torch.nn.GroupNorm(1, channels))
+    assert tuple(module.in_proj.weight.shape) == (12, 4, 1, 1)
+    assert tuple(module.out_proj.weight.shape) == (4, 6, 1, 1)
+    assert isinstance(module.out_norm, torch.nn.GroupNorm)
+    assert module(torch.randn(1, 4, 3, 3)).shape == (1, 4, 3, 3)
+    default = SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1)
+    assert default.in_proj.bias is None and tuple(default.in_proj.weight.shape) == (6, 4)
+
+
+def test_ss2d_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown scan 'spiral'"):
+        SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1, scan='spiral')
+    module = SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1)
+    with pytest.raises(ValueError, match=r'SS2D expects \(B, 4, H, W\), got \(1, 3, 5, 5\)'):
+        module(torch.randn(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r'got \(4, 5, 5\)'):
+        module(torch.randn(4, 5, 5))
