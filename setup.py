@@ -26,6 +26,7 @@ import shutil
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = osp.dirname(osp.abspath(__file__))
 CSRC = osp.join('csrc', 'selective_scan')
@@ -155,7 +156,35 @@ def build_extensions():
     return ext_modules, {'build_ext': build_ext}
 
 
+# Shipped inside the package the way OpenMMLab packages ship theirs (``<pkg>/.mim/``, what
+# mim and mmssm.apis.official_checkpoints.config_dir read): the configs (their relative
+# ``_base_`` links keep working) and the model index.
+MIM_FILES = ('configs', 'model-index.yml')
+
+
+class BuildPyWithMim(build_py):
+    """build_py that also copies :data:`MIM_FILES` into ``mmssm/.mim`` of the build.
+    Editable installs skip it: the package then finds ``configs/`` of the checkout."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        target = osp.join(self.build_lib, 'mmssm', '.mim')
+        for name in MIM_FILES:
+            src, dst = osp.join(ROOT, name), osp.join(target, name)
+            if osp.isdir(src):
+                shutil.copytree(src, dst, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            elif osp.isfile(src):
+                os.makedirs(target, exist_ok=True)
+                shutil.copy2(src, dst)
+            else:
+                raise FileNotFoundError(f'mmssm: {src} is missing from the source tree')
+
+
 ext_modules, cmdclass = build_extensions()
+cmdclass['build_py'] = BuildPyWithMim
 
 setup(
     name='mmssm',

@@ -1,5 +1,6 @@
 """Official detector / segmentor checkpoints -> our configs (tools/model_converters/
-official_to_mmssm.py, mmssm/converters/detseg.py).
+official_to_mmssm.py, mmssm/apis/official_checkpoints.py, mmssm/converters/detseg.py and
+detectron2.py).
 
 Each test synthesises a checkpoint in an upstream layout with random tensors:
 
@@ -41,11 +42,23 @@ pytest.importorskip('mmcv.ops')  # mmdet/mmseg models need the compiled mmcv
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
-from mmssm.converters import detseg  # noqa: E402
+from mmssm.apis import official_checkpoints  # noqa: E402
+from mmssm.converters.detectron2 import convert_detectron2_heads  # noqa: E402
 from mmssm.fileio import load_checkpoint_file  # noqa: E402
 
 CONFIGS = REPO / 'configs'
 TOOL = REPO / 'tools' / 'model_converters' / 'official_to_mmssm.py'
+
+
+def load_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('official_to_mmssm', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = load_tool()
 
 
 KEYS_DIR = REPO / 'tests' / 'data' / 'keys'  # official key lists (tests/data/README.md)
@@ -375,15 +388,15 @@ def convert(src, dst, family, task, config=None, extra=()):
     argv = [str(src), str(dst), '--family', family, '--task', task, *extra]
     if config is not None:
         argv += ['--config', str(config)]
-    return detseg.main(argv)
+    return tool.main(argv)
 
 
 def assert_strict(config, converted_path, official_sd, expect_same=()):
     """Build the model of ``config``, load the converted file strictly, and check the
     neck/head tensors (official names in ``expect_same``: (official, ours)) are the
     official ones."""
-    cfg = detseg.load_model_config(str(config))
-    model = detseg.build_from_config(cfg)
+    cfg = official_checkpoints.load_model_config(str(config))
+    model = official_checkpoints.build_from_config(cfg)
     ckpt = torch.load(converted_path, map_location='cpu', weights_only=True)
     assert set(ckpt) == {'state_dict', 'meta'}
     assert all(isinstance(v, torch.Tensor) for v in ckpt['state_dict'].values())
@@ -444,7 +457,7 @@ def test_detectron2_names_map_onto_the_mmdet_cascade():
     sd = random_tensors(vitdet_cascade_keys(192), seed=0)
     target = ([f'roi_head.mask_head.{s}.convs.0.ln.weight' for s in range(3)]
               + ['roi_head.bbox_head.0.shared_convs.0.ln.weight'])
-    out, renames, dropped, unmapped = detseg.convert_detectron2_heads(sd, 16, target)
+    out, renames, dropped, unmapped = convert_detectron2_heads(sd, 16, target)
     assert not unmapped and not dropped
     assert torch.equal(out['neck.stages.0.resample.3.weight'], sd['backbone.simfp_2.3.weight'])
     assert torch.equal(out['neck.stages.0.lateral.1.weight'],
@@ -462,7 +475,7 @@ def test_detectron2_names_map_onto_the_mmdet_cascade():
     assert len(out) == len(sd) + 2 * 16  # 16 mask-head tensors, 2 more copies
     # a name outside the mapping is reported, not guessed
     sd['roi_heads.keypoint_head.conv_fcn1.weight'] = torch.zeros(1)
-    assert detseg.convert_detectron2_heads(sd, 16, target)[3] == [
+    assert convert_detectron2_heads(sd, 16, target)[3] == [
         'roi_heads.keypoint_head.conv_fcn1.weight']
 
 
@@ -496,7 +509,7 @@ def test_load_checkpoint_file_resolves_getattr_only_on_stand_ins(tmp_path):
 
 
 def test_tool_help_explains_trust_pickle():
-    text = detseg.build_parser().format_help()
+    text = tool.build_parser().format_help()
     assert '--trust-pickle' in text and 'arbitrary code' in text
     assert '--family' in text and '--task' in text and '--config' in text
 

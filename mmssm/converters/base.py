@@ -28,6 +28,10 @@ Tensor = torch.Tensor
 StateDict = Dict[str, Tensor]
 
 
+class ConversionError(RuntimeError):
+    """An official checkpoint cannot be turned into one that loads strictly."""
+
+
 @dataclass
 class FamilyConverter:
     """How one family's official artefacts map onto our backbone.
@@ -47,6 +51,15 @@ class FamilyConverter:
             to reconcile alternative layouts of one family, e.g. MobileMamba's
             BN-fused checkpoints (switches the model to deploy form, or fuses the
             state dict for an already deployed model).
+        detectron2_stride: for families with detectron2 (ViTDet) detector
+            checkpoints: ``(converted backbone state dict) -> stride`` of the plain
+            backbone's map, which names the levels of its simple feature pyramid; None
+            (default) means the family has no such checkpoints and they are refused.
+        unread_entries: optional ``(built backbone) -> {key: why}``: entries of the
+            backbone that its forward never reads in this configuration and that
+            official downstream checkpoints may lack (Vim's detection wrapper deletes
+            ``norm_f``); the detector/segmentor converter fills them from the model and
+            reports them, and config inference does not count them as missing.
     """
     name: str
     convert: Callable[[StateDict], StateDict]
@@ -54,6 +67,8 @@ class FamilyConverter:
     signature: Callable[[StateDict], bool]
     container: Optional[str] = None
     prepare_model: Optional[Callable[[nn.Module, StateDict], StateDict]] = None
+    detectron2_stride: Optional[Callable[[StateDict], int]] = None
+    unread_entries: Optional[Callable[[nn.Module], Dict[str, str]]] = None
 
     def load_checkpoint(self, model: nn.Module, filename: str, prefix: Optional[str] = None,
                         key: Optional[str] = None, trust_pickle: bool = False,

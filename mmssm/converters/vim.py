@@ -203,6 +203,24 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
+def detectron2_stride(state_dict: Mapping[str, Any]) -> int:
+    """The patch size of a ViTDet Vim trunk (its simple feature pyramid's base stride)."""
+    weight = state_dict.get('patch_embed.proj.weight')
+    return int(weight.shape[-1]) if weight is not None else 16
+
+
+def unread_entries(model) -> Dict[str, str]:
+    """``norm_f`` when the model's forward never reads it (the official detection wrapper
+    deletes it, so detectron2 checkpoints lack it)."""
+    if getattr(model, 'last_feature', 'normed') == 'normed' or getattr(
+            model, 'out_type', 'featmap') != 'featmap':
+        return {}
+    why = ("the official detection wrapper deletes norm_f; with "
+           f"last_feature='{model.last_feature}' the forward never reads it")
+    return {key: why for key in model.state_dict() if key.startswith('norm_f.')}
+
+
 CONVERTER = FamilyConverter(name='vim', convert=convert,
                             kwargs_from_official=kwargs_from_official, signature=signature,
-                            prepare_model=prepare_model)
+                            prepare_model=prepare_model, detectron2_stride=detectron2_stride,
+                            unread_entries=unread_entries)
