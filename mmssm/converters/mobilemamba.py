@@ -1,8 +1,10 @@
 """MobileMamba: official checkpoints/configs -> :class:`mmssm.models.MobileMamba`.
 
-Key names are the official ones (the backbone keeps them), so conversion is:
-select the weights, drop the classifier (``head.*``, ``head_dist.*``), and check the
-BN layout. Two layouts exist:
+Key names are the official ones except the squeeze-excitation of the downsampling units,
+which is mmssm's shared ``SqueezeExcite`` (``se.fc1``/``se.fc2`` ->
+``se.conv_reduce``/``se.conv_expand``), so conversion is: select the weights, drop the
+classifier (``head.*``, ``head_dist.*``), rename the SE, and check the BN layout. Two
+layouts exist:
 
 * unfused (all released checkpoints): ``X.c.weight`` + ``X.bn.*`` per Conv2d_BN,
   ``local_op.{dwconv3x3,bn1,dwconv1x1,bn2}.*``;
@@ -36,6 +38,9 @@ Tensor = torch.Tensor
 CLASSIFIER_PREFIXES = ('head.', 'head_dist.')
 _BN_FIELDS = ('weight', 'bias', 'running_mean', 'running_var')
 _MRFFI_RE = re.compile(r'^blocks[123]\.\d+\.mixer\.m\.attn\.(global_op|local_op)\.')
+# The official SE's fc1/fc2 -> mmssm's SqueezeExcite conv_reduce/conv_expand.
+_SE_NAME = re.compile(r'\.se\.(fc1|fc2)\.')
+_SE_NAMES = {'fc1': 'conv_reduce', 'fc2': 'conv_expand'}
 
 
 def select_weights(checkpoint: Any, ema: bool = False) -> 'OrderedDict[str, Tensor]':
@@ -107,7 +112,8 @@ def fuse_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tenso
 def convert(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
     """Official backbone state dict (classifier possibly present) -> ours."""
     is_fused(state_dict)  # rejects half-fused dicts
-    return OrderedDict((k, v) for k, v in state_dict.items()
+    return OrderedDict((_SE_NAME.sub(lambda m: f'.se.{_SE_NAMES[m.group(1)]}.', k), v)
+                       for k, v in state_dict.items()
                        if not k.startswith(CLASSIFIER_PREFIXES))
 
 

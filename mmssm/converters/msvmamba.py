@@ -1,8 +1,11 @@
 """MSVMamba (github.com/YuHengsss/MSVMamba, master): official checkpoints and
 ``MM_VSSM`` constructor kwargs -> :class:`mmssm.models.backbones.msvmamba.MSVMamba`.
 
-Our module names equal the official ones, so converting a state dict means applying the
-official legacy renames (``VSSM._load_from_state_dict``) and dropping the classifier.
+Our module names equal the official ones except the MS2D squeeze-excitation, which is
+mmssm's shared ``SqueezeExcite`` (1x1 convolutions): ``op.se.fc.0.weight`` (C/8, C) ->
+``op.se.conv_reduce.weight`` (C/8, C, 1, 1), ``op.se.fc.2.weight`` ->
+``op.se.conv_expand.weight``. Converting a state dict applies the official legacy renames
+(``VSSM._load_from_state_dict``), that SE mapping, and drops the classifier.
 """
 import re
 import warnings
@@ -23,10 +26,13 @@ LEGACY_RENAMES = (
     (re.compile(r'^head\.'), 'classifier.head.'),
 )
 
-# Keys only MSVMamba blocks have (official and mmssm naming are the same).
+# Keys only MSVMamba blocks have (official or mmssm naming).
 _SIGNATURE = re.compile(
-    r'^layers\.\d+\.blocks\.\d+\.(?:(?:op|self_attention)\.(?:conv2d_b1|se\.fc\.0)'
-    r'|convFFN\.linear1)\.weight$')
+    r'^layers\.\d+\.blocks\.\d+\.(?:(?:op|self_attention)\.(?:conv2d_b1|se\.fc\.0'
+    r'|se\.conv_reduce)|convFFN\.linear1)\.weight$')
+# The official SE's two Linear layers -> SqueezeExcite's 1x1 convolutions.
+_SE_LINEAR = re.compile(r'^(.*\.op\.se\.)fc\.([02])\.weight$')
+_SE_NAMES = {'0': 'conv_reduce', '2': 'conv_expand'}
 
 
 def signature(state_dict: Mapping[str, Any]) -> bool:
@@ -59,6 +65,10 @@ def convert(state_dict: Mapping[str, Any]) -> 'OrderedDict[str, Any]':
             key = pattern.sub(replacement, key, count=1)
         if key.startswith('classifier.'):
             continue
+        se = _SE_LINEAR.match(key)
+        if se is not None:
+            key = f'{se.group(1)}{_SE_NAMES[se.group(2)]}.weight'
+            value = value.reshape(*value.shape, 1, 1)
         out[key] = value
     return out
 

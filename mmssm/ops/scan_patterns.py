@@ -4,16 +4,24 @@ A scan pattern with K routes over a map of ``P`` pixels is an integer tensor
 ``index`` of shape (K, L'): route ``k`` visits pixel ``index[k, l]`` (row-major flat
 position) at step ``l``; ``-1`` marks a padding step that reads zero and whose output
 is discarded. Every backbone's scan is one of these maps plus the shared selective-scan
-core:
+core.
 
-* :func:`cross_scan_index`      VMamba SS2D: row-major, column-major and both reversed.
-* :func:`bidirectional_index`   MobileMamba / Vim: a sequence and its reversal.
-* :func:`atrous_index`          EfficientVMamba ES2D: four stride-2 sub-lattices, one
-                                route per pixel parity, zero padding to even size.
-* :func:`multiscale_low_index`  MSVMamba low-resolution route: reversed row-major,
-                                column-major and reversed column-major concatenated
-                                into one sequence (state carried across segments).
-* :func:`row_major_index`       a single forward route.
+Each pattern is described once, as data, in :data:`SCAN_PATTERNS`: a :class:`ScanPattern`
+is a tuple of routes, a route a tuple of :class:`Segment` s (a traversal of a
+sub-lattice of the map: row- or column-major, forward or reversed); the index map is
+computed from that description (and cached per size and device). The description also
+says what a route is in terms of plain tensor ops, so that fast paths can use them
+(:attr:`ScanPattern.is_permutation`: every route is the whole map read row- or
+column-major, possibly reversed, i.e. a flip and/or transpose of the map):
+
+* ``'cross'``          VMamba SS2D: row-major, column-major and both reversed.
+* ``'bidirectional'``  MobileMamba / Vim: a sequence and its reversal.
+* ``'atrous'``         EfficientVMamba ES2D: four stride-2 sub-lattices, one route per
+                       pixel parity, zero padding to even size.
+* ``'multiscale_low'`` MSVMamba low-resolution route: reversed row-major, column-major
+                       and reversed column-major concatenated into one sequence (state
+                       carried across segments).
+* ``'row'``            a single forward route.
 
 :func:`scan_gather` reads a map into the (B, K, C, L') scan layout and
 :func:`scan_merge` is its exact adjoint (scatter-add back to pixels), so autograd of
@@ -25,8 +33,9 @@ or with the environment variable ``MMSSM_DISABLE_TRITON=1``, they use the PyTorc
 index_select / index_add path below. ``backend='torch'`` / ``'triton'`` forces one.
 """
 import os
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -37,45 +46,112 @@ _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _triton_module = None  # the imported kernels module, or the error importing it raised
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One traversal of a sub-lattice of an H x W map.
+
+    The sub-lattice is the pixels ``(offset[0] + step * i, offset[1] + step * j)`` of the
+    map zero-padded to a multiple of ``step``; it is read row-major (``order='row'``) or
+    column-major (``'col'``), and the whole read is reversed with ``reverse``. Padding
+    pixels are ``-1`` in the index map.
+    """
+    order: str = 'row'
+    reverse: bool = False
+    step: int = 1
+    offset: Tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        if self.order not in ('row', 'col') or self.step < 1 or not all(
+                0 <= o < self.step for o in self.offset):
+            raise ValueError(f'scan pattern: invalid segment {self}')
+
+    @property
+    def is_whole_map(self) -> bool:
+        """The segment reads every pixel once: a flip and/or transpose of the map."""
+        return self.step == 1
+
+    def index(self, grid: Tensor) -> Tensor:
+        """The pixels this segment visits, in order, on ``grid`` (the (h, w) map of
+        row-major pixel numbers, already padded with -1 to a multiple of ``step``)."""
+        sub = grid[self.offset[0]::self.step, self.offset[1]::self.step]
+        route = (sub if self.order == 'row' else sub.t()).flatten()
+        return route.flip(0) if self.reverse else route
+
+
+@dataclass(frozen=True)
+class ScanPattern:
+    """K routes over a map, each a concatenation of :class:`Segment` s."""
+    name: str
+    routes: Tuple[Tuple[Segment, ...], ...]
+    description: str = ''
+
+    @property
+    def num_routes(self) -> int:
+        return len(self.routes)
+
+    @property
+    def is_permutation(self) -> bool:
+        """Every route is one whole-map segment: each route is the map flipped and/or
+        transposed (no padding, no concatenation)."""
+        return all(len(r) == 1 and r[0].is_whole_map for r in self.routes)
+
+    def index(self, h: int, w: int, device=None) -> Tensor:
+        """(K, L') index map for an h x w map (cached per size and device)."""
+        return _index(self.name, h, w, device)
+
+    def build_index(self, h, w, device=None) -> Tensor:
+        """The map from tensor operations only: ``h``/``w`` may be ints or the traced
+        sizes of an export, and no branch depends on their values, so an exported graph
+        builds the right map for every input size."""
+        grid = torch.arange(h * w, dtype=torch.long, device=device).reshape(h, w)
+        grids = {}
+        for step in {seg.step for route in self.routes for seg in route}:
+            padded = grid
+            if step > 1:  # pad with -1 (zero pixels) to a multiple of step
+                pad_h, pad_w = (step - h % step) % step, (step - w % step) % step
+                padded = torch.cat([padded, padded.new_full((pad_h, w), -1)], 0)
+                padded = torch.cat([padded, padded.new_full((h + pad_h, pad_w), -1)], 1)
+            grids[step] = padded
+        return torch.stack([torch.cat([seg.index(grids[seg.step]) for seg in route])
+                            for route in self.routes])
+
+
+_ROW, _COL = Segment('row'), Segment('col')
+_ROW_REV, _COL_REV = Segment('row', reverse=True), Segment('col', reverse=True)
+SCAN_PATTERNS: Dict[str, ScanPattern] = {p.name: p for p in (
+    ScanPattern('row', ((_ROW, ), ), 'one forward row-major route'),
+    ScanPattern('cross', ((_ROW, ), (_COL, ), (_ROW_REV, ), (_COL_REV, )),
+                'VMamba SS2D: row-major, column-major, both reversed'),
+    ScanPattern('bidirectional', ((_ROW, ), (_ROW_REV, )),
+                'MobileMamba / Vim: a sequence and its reversal'),
+    ScanPattern('atrous', ((Segment('row', step=2, offset=(0, 0)), ),
+                           (Segment('col', step=2, offset=(1, 0)), ),
+                           (Segment('row', step=2, offset=(0, 1)), ),
+                           (Segment('col', step=2, offset=(1, 1)), )),
+                'EfficientVMamba ES2D: (even, even) and (even, odd) row-major, (odd, even) '
+                'and (odd, odd) column-major stride-2 sub-lattices'),
+    ScanPattern('multiscale_low', ((_ROW_REV, _COL, _COL_REV), ),
+                'MSVMamba low-resolution route: reversed row-major, column-major, reversed '
+                'column-major as one sequence'),
+)}
+
+
+def get_scan_pattern(name: str) -> ScanPattern:
+    """The pattern called ``name`` in :data:`SCAN_PATTERNS`."""
+    if name not in SCAN_PATTERNS:
+        raise ValueError(f'unknown scan pattern {name!r}; choose from {sorted(SCAN_PATTERNS)}')
+    return SCAN_PATTERNS[name]
+
+
 def _check_size(h: int, w: int) -> None:
     if h < 1 or w < 1:
         raise ValueError(f'scan pattern: feature map must be non-empty, got {h}x{w}')
 
 
-def _build_index(kind: str, h, w, device=None) -> Tensor:
-    """The (K, L') map of ``kind`` from tensor operations only: ``h``/``w`` may be ints
-    or the traced sizes of an export, and no branch depends on their values, so an
-    exported graph builds the right map for every input size."""
-    grid = torch.arange(h * w, dtype=torch.long, device=device).reshape(h, w)
-    row = grid.flatten()
-    if kind == 'row':
-        return row.reshape(1, -1)
-    if kind == 'bidirectional':
-        return torch.stack([row, row.flip(0)])
-    col = grid.t().flatten()
-    if kind == 'cross':
-        return torch.stack([row, col, row.flip(0), col.flip(0)])
-    if kind == 'multiscale_low':
-        return torch.cat([row.flip(0), col, col.flip(0)]).reshape(1, -1)
-    if kind == 'atrous':
-        # Pad to even size with -1 (zero pixels), then take the four parity sub-grids:
-        # (even, even) and (even, odd) row-major, (odd, even) and (odd, odd) col-major.
-        padded = torch.cat([grid, grid.new_full((h % 2, w), -1)], 0)
-        padded = torch.cat([padded, padded.new_full((h + h % 2, w % 2), -1)], 1)
-        routes = [
-            padded[0::2, 0::2].flatten(),
-            padded[1::2, 0::2].t().flatten(),
-            padded[0::2, 1::2].flatten(),
-            padded[1::2, 1::2].t().flatten(),
-        ]
-        return torch.stack(routes)
-    raise KeyError(kind)
-
-
 @lru_cache(maxsize=256)
 def _cpu_index(kind: str, h: int, w: int) -> Tensor:
     _check_size(h, w)
-    return _build_index(kind, h, w)
+    return get_scan_pattern(kind).build_index(h, w)
 
 
 @lru_cache(maxsize=256)
@@ -88,7 +164,7 @@ def _index(kind: str, h: int, w: int, device) -> Tensor:
     # every call lets the Triton path reuse its per-index metadata. An ONNX export
     # builds the map inside the graph from the (traced) sizes instead.
     if torch.onnx.is_in_onnx_export():
-        return _build_index(kind, h, w, device)
+        return get_scan_pattern(kind).build_index(h, w, device)
     if device is None:
         return _cpu_index(kind, int(h), int(w))
     device = torch.device(device)

@@ -8,6 +8,7 @@ The selective scan runs on the default backend (``MMSSM_SCAN_BACKEND`` picks ano
 """
 import copy
 import math
+import re
 from collections import OrderedDict
 
 import pytest
@@ -57,8 +58,15 @@ def max_rel_error(outputs, expected) -> float:
     return max(float((o - r).abs().max() / r.abs().max()) for o, r in zip(outputs, expected))
 
 
+def ours(state_dict):
+    """A backbone state dict in mmssm's names (the converter renames the official SE's
+    ``fc1``/``fc2``; every other official name is kept)."""
+    return convert_official('mobilemamba', state_dict)
+
+
 def assert_same_state(model, expected):
-    own = model.state_dict()
+    """``model`` holds exactly ``expected`` (official or mmssm names)."""
+    own, expected = model.state_dict(), ours(expected)
     assert set(own) == set(expected)
     for key, value in expected.items():
         assert torch.equal(own[key], value), key
@@ -83,13 +91,17 @@ def test_preset_matches_official_keys_and_counts(arch):
     expected = parse_keys_tsv(path)
     model = MobileMamba(arch)
     own = model.state_dict()
-    assert set(own) == set(expected)
-    assert {k: tuple(v.shape) for k, v in own.items()} == dict(expected)
-    assert sum(p.numel() for p in model.parameters()) == SPEC_PARAMS[arch]
-
     official = with_classifier(random_state_dict_from_tsv(path, seed=1),
                                model.embed_dims[-1])
     converted = convert_official('mobilemamba', official)
+    # every official name is ours but the SE's (fc1/fc2 -> conv_reduce/conv_expand)
+    renamed = {k for k in expected if k not in own}
+    assert renamed and all(re.search(r'\.se\.fc[12]\.', k) for k in renamed)
+    assert {k: tuple(v.shape) for k, v in own.items()} == {
+        k: tuple(v.shape) for k, v in converted.items()}
+    assert len(own) == len(expected)
+    assert sum(p.numel() for p in model.parameters()) == SPEC_PARAMS[arch]
+
     assert not any(k.startswith('head.') for k in converted)
     load_state_dict_checked(model, converted, strict=True)
     for key in ('patch_embed.0.c.weight',
@@ -115,7 +127,7 @@ def test_spec_splits_and_widths():
     assert mrffi_split(20, 0.35, 0.2)[0] == 0  # floor(7) < 8 -> no global part
     assert [se_reduced_channels(c) for c in (144, 224, 800, 1504)] == [40, 56, 200, 376]
     model = MobileMamba(dict(embed_dims=[36, 56, 72], depths=[1, 2, 1]))
-    assert model.blocks2[1].se.fc1.out_channels == 40
+    assert model.blocks2[1].se.conv_reduce.out_channels == 40
     ss2d = model.blocks3[3].mixer.m.attn.global_op.global_atten
     assert (ss2d.d_inner, ss2d.dt_rank, ss2d.d_state, ss2d.num_routes) == (96, 3, 1, 2)
 
@@ -216,7 +228,7 @@ def test_switch_to_deploy_equivalence(fixture, fixture_model):
     assert fused.deploy and fused.switch_to_deploy() is fused  # idempotent
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     # the fused layout is exactly what fusing the official state dict gives
-    expected = fuse_state_dict(fixture['state_dict'])
+    expected = fuse_state_dict(ours(fixture['state_dict']))
     assert set(fused.state_dict()) == set(expected)
     assert set(MobileMamba(dict(SMALL), deploy=True).state_dict()) == set(expected)
 
@@ -282,7 +294,7 @@ def test_init_cfg_pretrained_and_cli(tmp_path, fixture):
 
     dst = convert_cli('mobilemamba', [str(src), str(tmp_path / 'out.pth')])
     saved = torch.load(dst, weights_only=True)['state_dict']
-    assert set(saved) == set(fixture['state_dict'])
+    assert set(saved) == set(ours(fixture['state_dict']))
     dst = convert_cli('mobilemamba', [str(src), str(tmp_path / 'ema.pth'), '--key', 'net_E',
                                       '--prefix', 'backbone.'])
     saved = torch.load(dst, weights_only=True)['state_dict']

@@ -63,8 +63,13 @@ def legacy_official_names(state_dict):
 def test_official_keys_convert_and_load_strict(arch):
     official = random_state_dict_from_tsv(keys_tsv(f'msvmamba_{arch}'), seed=1)
     model = meta_model(arch=arch)
-    assert list(model.state_dict()) == list(official)  # same names, same order
     converted = convert_official('msvmamba', official)
+    assert list(model.state_dict()) == list(converted)  # same order
+    # the official names but the SE's (Linear fc.0/fc.2 -> 1x1 conv_reduce/conv_expand)
+    renamed = [(o, c) for o, c in zip(official, converted) if o != c]
+    assert renamed and all(re.search(r'\.se\.fc\.[02]\.weight$', o) for o, _ in renamed)
+    assert all(c == re.sub(r'fc\.0', 'conv_reduce', re.sub(r'fc\.2', 'conv_expand', o))
+               for o, c in renamed)
     load_state_dict_checked(model, converted, strict=True)
 
 
@@ -73,7 +78,13 @@ def test_official_keys_values_land_in_the_model():
     model = MSVMamba('nano')
     load_state_dict_checked(model, convert_official('msvmamba', official), strict=True)
     own = model.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in official.items())
+    for key, value in official.items():
+        se = re.match(r'^(.*\.se\.)fc\.([02])\.weight$', key)
+        if se:  # the SE Linear weight is the 1x1 conv's
+            name = se.group(1) + ('conv_reduce' if se.group(2) == '0' else 'conv_expand')
+            assert torch.equal(own[name + '.weight'][:, :, 0, 0], value), key
+        else:
+            assert torch.equal(own[key], value), key
 
 
 def _wrappings(official):
@@ -101,12 +112,14 @@ def _wrappings(official):
 def test_nested_checkpoints_convert(wrapping):
     official = random_state_dict_from_tsv(keys_tsv('msvmamba_micro'), seed=3)
     converted = convert_official('msvmamba', _wrappings(official)[wrapping])
-    expected = OrderedDict(official)
+    expected = convert_official('msvmamba', official)
     if wrapping.startswith('classification'):
-        expected = OrderedDict((k, v) for k, v in official.items()
+        expected = OrderedDict((k, v) for k, v in expected.items()
                                if not k.startswith('outnorm'))
     assert list(converted) == list(expected)
-    assert all(converted[k] is expected[k] for k in expected)
+    # no copies: renamed tensors are the official ones, the SE's are views of them
+    assert all(converted[k].data_ptr() == expected[k].data_ptr()
+               and converted[k].shape == expected[k].shape for k in expected)
     model = meta_model(arch='micro')
     report = load_state_dict_checked(model, converted, strict=False)
     assert report['unexpected'] == []

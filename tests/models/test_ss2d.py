@@ -203,7 +203,7 @@ def test_ss2d_projection_and_norm_factories():
 
 
 def test_ss2d_rejects_bad_input():
-    with pytest.raises(ValueError, match="unknown scan 'spiral'"):
+    with pytest.raises(ValueError, match="unknown scan pattern 'spiral'"):
         SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1, scan='spiral')
     module = SS2D(d_model=4, d_inner=6, d_state=2, dt_rank=1)
     with pytest.raises(ValueError, match=r'SS2D expects \(B, 4, H, W\), got \(1, 3, 5, 5\)'):

@@ -21,9 +21,10 @@ import pytest
 import torch
 
 from mmssm.ops import scan_patterns
-from mmssm.ops.scan_patterns import (atrous_index, bidirectional_index, cross_scan_index,
-                                     multiscale_low_index, resolve_gather_backend,
-                                     row_major_index, scan_gather, scan_merge)
+from mmssm.ops.scan_patterns import (SCAN_PATTERNS, Segment, atrous_index, bidirectional_index,
+                                     cross_scan_index, get_scan_pattern, multiscale_low_index,
+                                     resolve_gather_backend, row_major_index, scan_gather,
+                                     scan_merge)
 
 KERNELS_FILE = Path(scan_patterns.__file__).with_name('scan_patterns_triton.py')
 ODD_SIZES = [(1, 1), (1, 5), (4, 1), (2, 3), (3, 2), (5, 3), (3, 5), (7, 7), (4, 6),
@@ -394,3 +395,42 @@ def test_cuda_dispatch_uses_triton_and_matches_torch(monkeypatch, dtype):
                 torch.ones_like(out).float(), index, size, backend='torch'))
     monkeypatch.setenv('MMSSM_DISABLE_TRITON', '1')
     assert resolve_gather_backend(torch.ones(1, device='cuda')) == 'torch'
+
+
+# ------------------------------------------------------------------ patterns as data
+def test_every_pattern_is_described_once_as_data():
+    assert set(SCAN_PATTERNS) == {'row', 'cross', 'bidirectional', 'atrous', 'multiscale_low'}
+    public = {'row': row_major_index, 'cross': cross_scan_index, 'atrous': atrous_index,
+              'multiscale_low': multiscale_low_index,
+              'bidirectional': lambda h, w: bidirectional_index(h * w)}
+    for name, pattern in SCAN_PATTERNS.items():
+        assert get_scan_pattern(name) is pattern
+        for h, w in ((1, 1), (1, 6), (4, 4), (5, 7)):
+            index = pattern.index(h, w)
+            assert index.shape[0] == pattern.num_routes
+            assert torch.equal(index, pattern.build_index(h, w))  # cached == rebuilt
+            assert torch.equal(index, public[name](h, w))
+    with pytest.raises(ValueError, match="unknown scan pattern 'spiral'"):
+        get_scan_pattern('spiral')
+
+
+def test_is_permutation_means_flips_and_transposes():
+    h, w = 3, 5
+    grid = torch.arange(h * w).view(h, w)
+    views = {tuple(v.tolist()) for v in (grid.flatten(), grid.t().flatten(),
+                                         grid.flatten().flip(0), grid.t().flatten().flip(0))}
+    for name, pattern in SCAN_PATTERNS.items():
+        routes = {tuple(r.tolist()) for r in pattern.index(h, w)}
+        assert pattern.is_permutation == routes.issubset(views), name
+    assert [n for n, p in SCAN_PATTERNS.items() if p.is_permutation] == [
+        'row', 'cross', 'bidirectional']
+
+
+def test_segments_are_validated():
+    for bad in (dict(order='diagonal'), dict(step=0), dict(step=2, offset=(2, 0))):
+        with pytest.raises(ValueError, match='invalid segment'):
+            Segment(**bad)
+    # a strided segment reads its sub-lattice of the (-1 padded) map, here column-major
+    padded = torch.cat([torch.arange(12).view(3, 4), torch.full((1, 4), -1)])
+    assert Segment('col', step=2, offset=(1, 0)).index(padded).tolist() == [4, -1, 6, -1]
+    assert Segment('row', reverse=True).index(padded[:3]).tolist() == list(range(11, -1, -1))

@@ -53,16 +53,20 @@ def check_out_indices(out_indices: Sequence[int], num_stages: int, owner: str) -
     return tuple(out)
 
 
+def checkpointed(block: nn.Module, *inputs: Any, with_cp: bool) -> Any:
+    """``block(*inputs)``; with ``with_cp`` (and autograd on) its activations are
+    recomputed in the backward instead of stored (saves memory at detection resolution).
+    Non-reentrant checkpointing also covers blocks whose inputs need no grad (e.g. after
+    frozen stages) but whose parameters do."""
+    if with_cp and torch.is_grad_enabled():
+        return cp.checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
+
+
 def run_sequential(blocks: Iterable[nn.Module], x: Tensor, with_cp: bool) -> Tensor:
-    """Apply blocks in order; with ``with_cp`` recompute each in the backward instead
-    of storing its activations (saves memory at detection resolution)."""
+    """Apply blocks in order, each through :func:`checkpointed`."""
     for block in blocks:
-        # Non-reentrant checkpointing also covers blocks whose input needs no grad
-        # (e.g. after frozen stages) but whose parameters do.
-        if with_cp and torch.is_grad_enabled():
-            x = cp.checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
+        x = checkpointed(block, x, with_cp=with_cp)
     return x
 
 

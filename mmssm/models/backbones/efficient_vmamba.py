@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from mmssm.registry import MODELS
-from ..layers import SS2D, DropPath, PatchMerging2D, drop_path_rates
+from ..layers import SS2D, DropPath, PatchMerging2D, SqueezeExcite, drop_path_rates
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
@@ -145,21 +145,6 @@ class EVSSBlock(nn.Module):
         if self.mlp is not None:
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
-
-
-class SqueezeExcite(nn.Module):
-    """SE of the inverted residual: avg-pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid
-    gate, NCHW."""
-
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.conv_reduce = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.conv_expand = nn.Conv2d(hidden, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.conv_expand(self.act(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
 
 
 class InvertedResidual(nn.Module):

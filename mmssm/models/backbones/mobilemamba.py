@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mmssm.ops.scan_lowering import pad_to_multiple
 from mmssm.registry import MODELS
-from ..layers import SS2D, DropPath, drop_path_rates
+from ..layers import SS2D, DropPath, SqueezeExcite, drop_path_rates
 from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
 
 Tensor = torch.Tensor
@@ -151,22 +151,6 @@ def se_reduced_channels(channels: int, ratio: float = 0.25, divisor: int = 8) ->
     return max(divisor, int(channels * ratio + divisor / 2) // divisor * divisor)
 
 
-class SqueezeExcite(nn.Module):
-    """Channel gate: ``x * sigmoid(fc2(relu(fc1(mean_hw(x)))))``; 1x1 convs with bias,
-    no norm. (B, C, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, channels: int, ratio: float = 0.25):
-        super().__init__()
-        reduced = se_reduced_channels(channels, ratio)
-        self.fc1 = nn.Conv2d(channels, reduced, 1, bias=True)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Conv2d(reduced, channels, 1, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
-
-
 class PatchMerging(nn.Module):
     """Inverted-bottleneck 2x downsampling, no residual.
 
@@ -180,7 +164,7 @@ class PatchMerging(nn.Module):
         self.conv1 = conv_bn(in_channels, hidden, deploy=deploy)
         self.act = nn.ReLU()
         self.conv2 = conv_bn(hidden, hidden, 3, 2, 1, groups=hidden, deploy=deploy)
-        self.se = SqueezeExcite(hidden, 0.25)
+        self.se = SqueezeExcite(hidden, se_reduced_channels(hidden, 0.25))
         self.conv3 = conv_bn(hidden, out_channels, deploy=deploy)
 
     def forward(self, x: Tensor) -> Tensor:

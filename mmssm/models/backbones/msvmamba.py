@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from mmssm.ops.scan_patterns import (multiscale_low_index, row_major_index, scan_gather,
                                      scan_merge)
 from mmssm.registry import MODELS
-from ..layers import DropPath, PatchMerging2D, SelectiveScanRoutes, drop_path_rates
-from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
+from ..layers import DropPath, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite, drop_path_rates
+from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
+                   run_sequential)
 
 Tensor = torch.Tensor
 
@@ -46,26 +47,13 @@ class ToChannelsLast(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
-class SqueezeExcite(nn.Module):
-    """Channel squeeze-excitation on an NCHW map: ``x * sigmoid(fc2(relu(fc1(mean))))``.
-
-    Keys ``fc.0.weight`` (C/r, C) and ``fc.2.weight`` (C, C/r), no biases.
-
-    Args:
-        channels (int): C.
-        reduction (int): r, hidden width C // r.
-    """
-
-    def __init__(self, channels: int, reduction: int = 8):
-        super().__init__()
-        hidden = channels // reduction
-        self.fc = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.fc(x.mean(dim=(2, 3)))
-        return x * scale[:, :, None, None]
+def _init_weights(module: nn.Module) -> None:
+    """The official from-scratch init (:func:`init_linear_and_layernorm`), whose
+    ``nn.Linear`` layers include the SE's two (1x1 convolutions here)."""
+    init_linear_and_layernorm(module)
+    if isinstance(module, SqueezeExcite):
+        for conv in (module.conv_reduce, module.conv_expand):
+            nn.init.trunc_normal_(conv.weight, std=0.02)
 
 
 class ConvFFN(nn.Module):
@@ -120,7 +108,7 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         self.d_model = d_model
         self.out_norm = nn.LayerNorm(d_inner, eps=LN_EPS)
         if use_se:
-            self.se = SqueezeExcite(d_inner, reduction=8)
+            self.se = SqueezeExcite(d_inner, d_inner // 8, bias=False)
         self.use_se = use_se
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner,
@@ -307,17 +295,8 @@ class MSVMamba(SSMBackbone):
         for i in self.out_indices:
             self.add_module(f'outnorm{i}', nn.LayerNorm(self.dims[i], eps=LN_EPS))
 
-        self._init_linear_layers()
+        self.apply(_init_weights)
         self._freeze_stages()
-
-    def _init_linear_layers(self) -> None:
-        """From-scratch init as in the official model: every nn.Linear gets
-        trunc_normal(std 0.02) and zero bias (the SSM parameters keep their own init)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
 
     def frozen_modules(self) -> List[nn.Module]:
         modules = [self.patch_embed]

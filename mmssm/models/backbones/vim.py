@@ -41,13 +41,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
-from mmssm.ops import selective_scan
 from mmssm.ops.scan_patterns import bidirectional_index, scan_gather, scan_merge
 from mmssm.registry import MODELS
-from ..layers import DropPath, drop_path_rates
-from .base import SSMBackbone, check_out_indices, resolve_arch
+from ..layers import (DropPath, drop_path_rates, init_dt_projection, init_s4d_real,
+                      pyramid_resample, scan_routes)
+from .base import SSMBackbone, check_out_indices, checkpointed, resolve_arch
 
 Tensor = torch.Tensor
 Grid = Tuple[int, int]
@@ -325,21 +324,16 @@ class BiMambaMixer(nn.Module):
         self.reset_ssm_parameters()
 
     @torch.no_grad()
-    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1,
-                             dt_floor: float = 1e-4) -> None:
-        """Mamba initialisation for BOTH directions: S4D-real A, D = 1, dt biases whose
-        softplus is log-uniform in [dt_min, dt_max], dt weights U(+-R^-1/2). (The
-        official code leaves the backward ``dt_proj_b`` at a zero bias.)"""
-        states = torch.arange(1, self.d_state + 1, dtype=torch.float32).log()
+    def reset_ssm_parameters(self) -> None:
+        """Mamba initialisation for BOTH directions, with the shared SS2D helpers:
+        S4D-real A, D = 1, dt weights U(+-R^-1/2) and biases whose softplus is
+        log-uniform in [1e-3, 0.1]. (The official code leaves the backward
+        ``dt_proj_b`` at a zero bias.)"""
         for a_log, d, dt_proj in ((self.A_log, self.D, self.dt_proj),
                                   (self.A_b_log, self.D_b, self.dt_proj_b)):
-            a_log.copy_(states.expand_as(a_log))
+            init_s4d_real(a_log)
             d.fill_(1.0)
-            bound = self.dt_rank**-0.5
-            dt_proj.weight.uniform_(-bound, bound)
-            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
-                           + math.log(dt_min)).clamp(min=dt_floor)
-            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            init_dt_projection(dt_proj.weight, dt_proj.bias, self.dt_rank)
             a_log._no_weight_decay = True
             d._no_weight_decay = True
 
@@ -348,7 +342,7 @@ class BiMambaMixer(nn.Module):
         if channels != self.embed_dims:
             raise ValueError(f'BiMambaMixer expects (B, L, {self.embed_dims}), got '
                              f'{tuple(hidden.shape)}')
-        di, n, r = self.d_inner, self.d_state, self.dt_rank
+        di = self.d_inner
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2Di, L)
         index = bidirectional_index(length, hidden.device)
         routes = scan_gather(xz, index)  # (B, 2, 2Di, L): forward, reversed
@@ -362,23 +356,15 @@ class BiMambaMixer(nn.Module):
                      conv_w, conv_b, groups=2 * di)
         u = F.silu(u).view(batch, 2, di, length)
 
-        proj = torch.einsum('bkdl,kcd->bkcl', u,
-                            torch.stack([self.x_proj.weight, self.x_proj_b.weight]))
-        dt, b_proj, c_proj = torch.split(proj, [r, n, n], dim=2)
-        dt = torch.einsum('bkrl,kdr->bkdl', dt,
-                          torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]))
-        # One scan for both directions: channel block k (of Di channels) reads group k.
-        ys = selective_scan(
-            u.reshape(batch, 2 * di, length),
-            dt.reshape(batch, 2 * di, length),
-            -torch.exp(_upcast(torch.cat([self.A_log, self.A_b_log]))),
-            b_proj.contiguous(),
-            c_proj.contiguous(),
-            _upcast(torch.cat([self.D, self.D_b])),
-            z=z.reshape(batch, 2 * di, length),
-            delta_bias=_upcast(torch.cat([self.dt_proj.bias, self.dt_proj_b.bias])),
-            delta_softplus=True)
-        y = scan_merge(ys.view(batch, 2, di, length), index, (length, ))  # y_f + y_b
+        # One scan for both directions (route k = direction k), through the shared core;
+        # the weights stay float64 for a float64 model.
+        ys = scan_routes(
+            u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]),
+            torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]),
+            torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]),
+            torch.cat([self.A_log, self.A_b_log]), torch.cat([self.D, self.D_b]), z=z,
+            weight_dtype=None)
+        y = scan_merge(ys, index, (length, ))  # y_f + y_b
         if self.divide_out:
             y = y / 2
         return self.out_proj(y.transpose(1, 2))
@@ -416,23 +402,8 @@ class VimBlock(nn.Module):
         return self.mixer(self.norm(total, out_dtype=hidden.dtype)), residual
 
 
-def _adapter_layers(embed_dims: int, scale: float, norm: str) -> nn.Module:
-    """One adapter of the official segmentation wrapper (state-dict layout included)."""
-    def deconv():
-        return nn.ConvTranspose2d(embed_dims, embed_dims, kernel_size=2, stride=2)
-
-    if scale == 4:
-        norm_layer = nn.SyncBatchNorm if norm == 'SyncBN' else nn.BatchNorm2d
-        return nn.Sequential(deconv(), norm_layer(embed_dims), nn.GELU(), deconv())
-    if scale == 2:
-        return nn.Sequential(deconv())
-    if scale == 1:
-        return nn.Identity()
-    return nn.MaxPool2d(kernel_size=int(round(1 / scale)), stride=int(round(1 / scale)))
-
-
 # Adapter scale factors by layout: the official patch_size-16 and patch_size-8 sets.
-FPN_LAYOUTS = {(4.0, 2.0, 1.0, 0.5): 'stride16', (2.0, 1.0, 0.5, 0.25): 'stride8'}
+FPN_LAYOUTS = ((4.0, 2.0, 1.0, 0.5), (2.0, 1.0, 0.5, 0.25))
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,10 +580,11 @@ class Vim(SSMBackbone):
                 raise ValueError(f'Vim: fpn_scales must be one of {list(FPN_LAYOUTS)}, '
                                  f'got {fpn_scales}')
             self.fpn_scales = fpn_scales
+            # The official adapters: the simple-feature-pyramid resampling (shared with
+            # SimpleFPN) without channel reduction, BN or SyncBN in the 4x one.
+            norm = nn.SyncBatchNorm if fpn_norm == 'SyncBN' else nn.BatchNorm2d
             for i, scale in enumerate(fpn_scales):
-                adapter = _adapter_layers(embed_dims, scale, fpn_norm)
-                if FPN_LAYOUTS[fpn_scales] == 'stride8' and scale < 1:
-                    adapter = nn.Sequential(adapter)  # official keys: fpn3.0 / fpn4.0
+                adapter, _ = pyramid_resample(scale, embed_dims, norm, halve_channels=False)
                 self.add_module(f'fpn{i + 1}', adapter)
 
         self._init_embeddings()
@@ -734,12 +706,6 @@ class Vim(SSMBackbone):
         batch, _, channels = tokens.shape  # explicit sizes: an empty batch has no -1
         return tokens.transpose(1, 2).reshape(batch, channels, *grid).contiguous()
 
-    def _run_block(self, layer: VimBlock, hidden: Tensor,
-                   residual: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        if self.with_cp and hidden.requires_grad:
-            return cp.checkpoint(layer, hidden, residual, use_reentrant=False)
-        return layer(hidden, residual)
-
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """(B, in_channels, H, W) -> tuple of (B, C, h, w) maps (h = (H - patch) //
         stride + 1), one per out index in block order, or through the adapters with
@@ -770,7 +736,7 @@ class Vim(SSMBackbone):
                 # Only the stream after block i - 1 is needed: block i's add.
                 residual = layer.add_residual(hidden, residual)[1]
             else:
-                hidden, residual = self._run_block(layer, hidden, residual)
+                hidden, residual = checkpointed(layer, hidden, residual, with_cp=self.with_cp)
             if residual_features:
                 if i - 1 in wanted:  # block i formed the stream after block i - 1
                     features.append(self._to_map(residual, grid))

@@ -1,7 +1,11 @@
-from .common import DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates
-from .ss2d import SS2D, SelectiveScanRoutes, inverse_softplus_dt
+from .common import (PYRAMID_SCALES, DropPath, LayerNorm2d, Linear2d, PatchMerging2D,
+                     SqueezeExcite, drop_path_rates, pyramid_resample)
+from .ss2d import (SS2D, SelectiveScanRoutes, init_dt_projection, init_s4d_real,
+                   inverse_softplus_dt, scan_routes)
 
 __all__ = [
-    'DropPath', 'LayerNorm2d', 'Linear2d', 'PatchMerging2D', 'drop_path_rates', 'SS2D',
-    'SelectiveScanRoutes', 'inverse_softplus_dt'
+    'PYRAMID_SCALES', 'DropPath', 'LayerNorm2d', 'Linear2d', 'PatchMerging2D', 'SqueezeExcite',
+    'drop_path_rates', 'pyramid_resample', 'SS2D',
+    'SelectiveScanRoutes', 'init_dt_projection', 'init_s4d_real', 'inverse_softplus_dt',
+    'scan_routes'
 ]

@@ -1,5 +1,5 @@
 """Small building blocks shared by several backbone families."""
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -85,3 +85,69 @@ class PatchMerging2D(nn.Module):
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
                        x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate on an NCHW map: ``x * sigmoid(conv_expand(act(conv_reduce(mean_hw(x)))))``
+    with 1x1 convolutions (EfficientVMamba's inverted residual, MobileMamba's blocks and
+    MSVMamba's blocks; the converters map the official names onto these).
+
+    Args:
+        channels (int): C.
+        hidden (int): channels of the squeezed vector.
+        bias (bool): biases of the two convolutions.
+
+    Keys: ``conv_reduce.weight`` (hidden, C, 1, 1), ``conv_expand.weight``
+    (C, hidden, 1, 1) (+ ``.bias`` with ``bias``).
+    """
+
+    def __init__(self, channels: int, hidden: int, bias: bool = True):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.act = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.conv_expand(self.act(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(gate)
+
+
+PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5, 0.25)
+
+
+def pyramid_resample(scale: float, channels: int,
+                     norm: Optional[Callable[[int], nn.Module]] = None,
+                     halve_channels: bool = True) -> Tuple[nn.Sequential, int]:
+    """One level of a simple feature pyramid (ViTDet): resample a (B, C, H, W) map by
+    ``scale``.
+
+    4: 2x2 stride-2 deconv, ``norm``, GELU, 2x2 stride-2 deconv; 2: one deconv; 1: no
+    layer; 1/2, 1/4: max-pooling. With ``halve_channels`` each deconv halves the channels
+    (ViTDet, :class:`~mmssm.models.necks.SimpleFPN`), otherwise they are kept (Vim's
+    official segmentation adapters). Returns ``(nn.Sequential(layers), out_channels)``;
+    the layer indices are those of the official modules (``0`` deconv, ``1`` norm, ``3``
+    deconv).
+    """
+    scale = float(scale)
+    if scale not in PYRAMID_SCALES:
+        raise ValueError(f'pyramid scale must be one of {PYRAMID_SCALES}, got {scale}')
+    layers: List[nn.Module] = []
+    dim = channels
+
+    def deconv(cin: int) -> nn.Module:
+        return nn.ConvTranspose2d(cin, cin // 2 if halve_channels else cin, 2, stride=2)
+
+    if scale == 4.0:
+        layers.append(deconv(dim))
+        dim = layers[-1].out_channels
+        if norm is not None:
+            layers.append(norm(dim))
+        layers += [nn.GELU(), deconv(dim)]
+        dim = layers[-1].out_channels
+    elif scale == 2.0:
+        layers.append(deconv(dim))
+        dim = layers[-1].out_channels
+    elif scale < 1.0:
+        kernel = int(round(1 / scale))
+        layers.append(nn.MaxPool2d(kernel_size=kernel, stride=kernel))
+    return nn.Sequential(*layers), dim

@@ -7,9 +7,11 @@ each route being one group of B/C. :class:`SS2D` wraps it into the 2-D token mix
     in_proj -> depthwise conv -> SiLU -> gather routes -> selective scan -> merge
             -> out_norm -> (x silu(z) gate) -> out_proj
 
-where the scan pattern is an index map from :mod:`mmssm.ops.scan_patterns`
+where the scan pattern is one of :data:`mmssm.ops.scan_patterns.SCAN_PATTERNS`
 ('cross' for VMamba, 'atrous' for EfficientVMamba, 'bidirectional' for MobileMamba).
-MSVMamba's two-resolution mixer reuses :class:`SelectiveScanRoutes` directly.
+MSVMamba's two-resolution mixer reuses :class:`SelectiveScanRoutes` directly, and Vim's
+bidirectional mixer (whose parameters are laid out per direction) the functions
+:func:`scan_routes` and :func:`init_dt_projection` / :func:`init_s4d_real`.
 """
 import math
 from typing import Callable, Optional
@@ -19,17 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops import selective_scan
-from mmssm.ops.scan_patterns import (atrous_index, bidirectional_index, cross_scan_index,
-                                     scan_gather, scan_merge)
+from mmssm.ops.scan_patterns import get_scan_pattern, scan_gather, scan_merge
 from .common import LayerNorm2d, Linear2d
 
 Tensor = torch.Tensor
-
-SCAN_PATTERNS = {
-    'cross': (4, cross_scan_index),
-    'atrous': (4, atrous_index),
-    'bidirectional': (2, lambda h, w, device=None: bidirectional_index(h * w, device)),
-}
 
 
 def inverse_softplus_dt(num: int, dt_min: float = 1e-3, dt_max: float = 0.1,
@@ -38,6 +33,62 @@ def inverse_softplus_dt(num: int, dt_min: float = 1e-3, dt_max: float = 0.1,
     dt = torch.exp(torch.rand(num) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
     dt = dt.clamp(min=dt_floor)
     return dt + torch.log(-torch.expm1(-dt))
+
+
+@torch.no_grad()
+def init_dt_projection(weight: Tensor, bias: Tensor, dt_rank: int,
+                       dt_scale: float = 1.0) -> None:
+    """Mamba's dt projection init, in place: weights U(+-dt_scale / sqrt(R)), biases
+    :func:`inverse_softplus_dt` (any shapes; drawn in that order)."""
+    std = dt_scale / math.sqrt(dt_rank)
+    weight.uniform_(-std, std)
+    bias.copy_(inverse_softplus_dt(bias.numel()).view_as(bias))
+
+
+@torch.no_grad()
+def init_s4d_real(a_log: Tensor) -> None:
+    """S4D-real A, in place: ``A_log[..., n] = log(n + 1)`` for the N states (last axis)."""
+    states = torch.arange(1, a_log.shape[-1] + 1, dtype=torch.float32)
+    a_log.copy_(states.log().expand_as(a_log))
+
+
+def scan_routes(xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+                dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, z: Optional[Tensor] = None,
+                weight_dtype: Optional[torch.dtype] = torch.float32) -> Tensor:
+    """Scan K routes with per-route SSM parameters as ONE grouped selective scan.
+
+    Args:
+        xs: (B, K, E, L) route sequences.
+        x_proj_weight: (K, R + 2N, E) projection to [dt (R), B (N), C (N)].
+        dt_projs_weight: (K, E, R); dt_projs_bias: (K, E) (added inside the softplus).
+        A_logs: (K*E, N), ``A = -exp(A_logs)``; Ds: (K*E,); row ``k*E + e``.
+        z: optional (B, K, E, L) gate, ``out = y * silu(z)`` inside the scan.
+        weight_dtype: dtype of A, D and the dt bias in the scan: float32 (the VMamba
+            family's official code casts them so, also for float64 models), or None for
+            float32 -- float64 for float64 inputs (Vim).
+
+    Returns:
+        (B, K, E, L) scan outputs in ``xs.dtype``; route k reads B/C group k.
+    """
+    batch, routes, channels, length = xs.shape
+    rank, n = dt_projs_weight.shape[-1], A_logs.shape[-1]
+    dtype = xs.dtype
+    if weight_dtype is None:
+        weight_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    proj = torch.einsum('bkel,kce->bkcl', xs, x_proj_weight.to(dtype))
+    dt, b_proj, c_proj = torch.split(proj, [rank, n, n], dim=2)
+    dt = torch.einsum('bkrl,ker->bkel', dt, dt_projs_weight.to(dtype))
+    ys = selective_scan(
+        xs.reshape(batch, routes * channels, length),
+        dt.reshape(batch, routes * channels, length).to(dtype),
+        -torch.exp(A_logs.to(weight_dtype)),
+        b_proj.to(dtype).contiguous(),
+        c_proj.to(dtype).contiguous(),
+        Ds.to(weight_dtype),
+        z=None if z is None else z.reshape(batch, routes * channels, length),
+        delta_bias=dt_projs_bias.reshape(-1).to(weight_dtype),
+        delta_softplus=True)
+    return ys.view(batch, routes, channels, length)
 
 
 class SelectiveScanRoutes(nn.Module):
@@ -80,12 +131,8 @@ class SelectiveScanRoutes(nn.Module):
         self.x_proj_weight.uniform_(-bound, bound)
         self.Ds.fill_(1.0)
         if init == 'v0':
-            std = dt_scale / math.sqrt(self.dt_rank)
-            self.dt_projs_weight.uniform_(-std, std)
-            self.dt_projs_bias.copy_(
-                inverse_softplus_dt(self.dt_projs_bias.numel()).view_as(self.dt_projs_bias))
-            states = torch.arange(1, self.d_state + 1, dtype=torch.float32)
-            self.A_logs.copy_(states.log().expand_as(self.A_logs))
+            init_dt_projection(self.dt_projs_weight, self.dt_projs_bias, self.dt_rank, dt_scale)
+            init_s4d_real(self.A_logs)
         elif init == 'v2':
             self.dt_projs_weight.uniform_(0.0, 0.1)
             self.dt_projs_bias.uniform_(0.0, 0.1)
@@ -106,28 +153,15 @@ class SelectiveScanRoutes(nn.Module):
         Returns:
             (B, K', E, L) scan outputs in ``xs.dtype``.
         """
-        batch, routes, channels, length = xs.shape
+        _, routes, channels, _ = xs.shape
         if channels != self.d_inner or first_route + routes > self.num_routes:
             raise ValueError(
                 f'scan_routes: xs is {tuple(xs.shape)}, expected (B, K<={self.num_routes}, '
                 f'{self.d_inner}, L) starting at route {first_route}')
         sl = slice(first_route, first_route + routes)
         rows = slice(first_route * channels, (first_route + routes) * channels)
-        r, n = self.dt_rank, self.d_state
-        proj = torch.einsum('bkel,kce->bkcl', xs, self.x_proj_weight[sl].to(xs.dtype))
-        dt, b_proj, c_proj = torch.split(proj, [r, n, n], dim=2)
-        dt = torch.einsum('bkrl,ker->bkel', dt, self.dt_projs_weight[sl].to(xs.dtype))
-        dtype = xs.dtype
-        ys = selective_scan(
-            xs.reshape(batch, routes * channels, length),
-            dt.reshape(batch, routes * channels, length).to(dtype),
-            -torch.exp(self.A_logs[rows].float()),
-            b_proj.to(dtype).contiguous(),
-            c_proj.to(dtype).contiguous(),
-            self.Ds[rows].float(),
-            delta_bias=self.dt_projs_bias[sl].reshape(-1).float(),
-            delta_softplus=True)
-        return ys.view(batch, routes, channels, length)
+        return scan_routes(xs, self.x_proj_weight[sl], self.dt_projs_weight[sl],
+                           self.dt_projs_bias[sl], self.A_logs[rows], self.Ds[rows])
 
 
 class SS2D(SelectiveScanRoutes):
@@ -140,8 +174,9 @@ class SS2D(SelectiveScanRoutes):
         d_inner (int): E, scanned channels (ssm_ratio * C).
         d_state (int): N.
         dt_rank (int): R.
-        scan (str): 'cross' (VMamba, K=4), 'atrous' (EfficientVMamba, K=4) or
-            'bidirectional' (MobileMamba, K=2).
+        scan (str): a pattern of :data:`mmssm.ops.scan_patterns.SCAN_PATTERNS`, e.g.
+            'cross' (VMamba, K=4), 'atrous' (EfficientVMamba, K=4) or 'bidirectional'
+            (MobileMamba, K=2); K is the pattern's number of routes.
         gated (bool): in_proj also produces a gate z; output *= silu(z).
         conv_bias (bool): bias of the depthwise conv (``conv2d``).
         conv_kernel (int): depthwise conv kernel size.
@@ -166,14 +201,15 @@ class SS2D(SelectiveScanRoutes):
                  out_norm: Optional[Callable[[int], nn.Module]] = None,
                  init: str = 'v0',
                  dropout: float = 0.0):
-        if scan not in SCAN_PATTERNS:
-            raise ValueError(f'SS2D: unknown scan {scan!r}; choose from {sorted(SCAN_PATTERNS)}')
-        num_routes, self_index = SCAN_PATTERNS[scan]
-        super().__init__(d_inner, d_state, dt_rank, num_routes, init=init)
+        try:
+            pattern = get_scan_pattern(scan)
+        except ValueError as err:
+            raise ValueError(f'SS2D: {err}') from None
+        super().__init__(d_inner, d_state, dt_rank, pattern.num_routes, init=init)
         self.d_model = d_model
         self.scan = scan
+        self.pattern = pattern
         self.gated = gated
-        self._route_index = self_index
         projection = projection or (lambda cin, cout: Linear2d(cin, cout, bias=False))
         out_norm = out_norm or (lambda channels: LayerNorm2d(channels, eps=1e-5))
         self.out_norm = out_norm(d_inner)
@@ -184,8 +220,8 @@ class SS2D(SelectiveScanRoutes):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
-        """Route outputs (B, K, E, L') -> (B, E, *size): :func:`scan_merge`. A hook for
-        subclasses that must reproduce an upstream merge variant."""
+        """Route outputs (B, K, E, L') -> (B, E, *size): :func:`scan_merge` (the parity
+        tests override it to reproduce an upstream merge variant)."""
         return scan_merge(ys, index, size)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -196,7 +232,7 @@ class SS2D(SelectiveScanRoutes):
         if self.gated:
             x, z = x.chunk(2, dim=1)
         x = F.silu(self.conv2d(x))
-        index = self._route_index(height, width, x.device)
+        index = self.pattern.index(height, width, x.device)
         ys = self.scan_routes(scan_gather(x, index))
         y = self.merge_routes(ys, index, (height, width))
         y = self.out_norm(y).to(x.dtype)

@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mmssm.registry import MODELS
-from ..layers import LayerNorm2d
+from ..layers import PYRAMID_SCALES, LayerNorm2d, pyramid_resample
 
 Tensor = torch.Tensor
-
-SUPPORTED_SCALES = (4.0, 2.0, 1.0, 0.5, 0.25)
 
 
 def build_norm2d(norm_cfg: Optional[dict], channels: int) -> Optional[nn.Module]:
@@ -84,9 +82,9 @@ class SimpleFPN(BaseModule):
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         scale_factors = tuple(float(s) for s in scale_factors)
-        if not scale_factors or any(s not in SUPPORTED_SCALES for s in scale_factors):
+        if not scale_factors or any(s not in PYRAMID_SCALES for s in scale_factors):
             raise ValueError(f'SimpleFPN: scale_factors must be non-empty values from '
-                             f'{SUPPORTED_SCALES}, got {scale_factors}')
+                             f'{PYRAMID_SCALES}, got {scale_factors}')
         if num_outs < len(scale_factors):
             raise ValueError(f'SimpleFPN: num_outs ({num_outs}) must be at least the number '
                              f'of scale_factors ({len(scale_factors)})')
@@ -100,24 +98,12 @@ class SimpleFPN(BaseModule):
         self.num_outs = num_outs
         self.in_index = in_index
 
+        norm = None if norm_cfg is None else (lambda c: build_norm2d(norm_cfg, c))
         self.stages = nn.ModuleList()
         for scale in scale_factors:
-            layers, dim = [], in_channels
-            if scale == 4.0:
-                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
-                norm = build_norm2d(norm_cfg, dim // 2)
-                if norm is not None:
-                    layers.append(norm)
-                layers += [nn.GELU(), nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2)]
-                dim //= 4
-            elif scale == 2.0:
-                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
-                dim //= 2
-            elif scale < 1.0:
-                kernel = int(round(1 / scale))
-                layers.append(nn.MaxPool2d(kernel_size=kernel, stride=kernel))
+            resample, dim = pyramid_resample(scale, in_channels, norm)
             self.stages.append(nn.ModuleDict(dict(
-                resample=nn.Sequential(*layers),
+                resample=resample,
                 lateral=_conv_norm(dim, out_channels, 1, norm_cfg),
                 output=_conv_norm(out_channels, out_channels, 3, norm_cfg))))
         self._init_convs()
