@@ -1,7 +1,8 @@
 """Build and install mmssm.
 
 Extensions:
-    mmssm._C       C++17 CPU selective scan (OpenMP), always built.
+    mmssm._C       C++17 CPU selective scan (SIMD kernels, torch's intra-op threads),
+                   always built.
     mmssm._C_cuda  CUDA selective scan (csrc/selective_scan/cuda/*.cu + cuda_bindings.cpp),
                    built only when torch has CUDA (torch.version.cuda) and nvcc is found.
                    Otherwise ONE line says why it was skipped; the 'cpu' and 'torch'
@@ -49,18 +50,20 @@ def relative_sources(pattern):
 
 
 def cxx_flags():
-    """-O3 C++20 with OpenMP. C++20 because torch 2.13's headers need it (built as C++17
-    they warn about C++20-only constructs, which GCC accepts as extensions; torch's own
-    cpp_extension default is C++20); the kernels themselves are C++17-clean and their
-    standalone compile checks build them as C++17. No -march: the kernel file
-    multiversions its hot loops (x86-64 baseline / AVX2+FMA / AVX-512 picked at load
-    time), so one binary runs on every x86-64 or arm64 machine."""
+    """-O3 C++20 with OpenMP (the binding's at::parallel_for runs on torch's OpenMP pool).
+    C++20 because torch 2.13's headers need it (built as C++17 they warn about C++20-only
+    constructs, which GCC accepts as extensions; torch's own cpp_extension default is
+    C++20); the kernels themselves are C++17-clean and their standalone compile checks
+    build them as C++17. No -march: the CPU kernels are compiled once per instruction set
+    in their own files (x86-64 baseline / AVX2+FMA / AVX-512, picked at run time), so one
+    binary runs on every x86-64 or arm64 machine."""
     if sys.platform == 'win32':
         return ['/O2', '/std:c++20', '/openmp'], []
     # -fno-trapping-math lets GCC if-convert (and so vectorise) the branch-free math
     # helpers; -g0 overrides the -g of Python's CFLAGS (debug info triples build time).
+    # -Wno-psabi: the kernels pass SIMD vectors only between always-inlined functions.
     flags = ['-O3', '-std=c++20', '-g0', '-fno-math-errno', '-fno-trapping-math',
-             '-ffp-contract=fast', '-Wno-unknown-pragmas']
+             '-ffp-contract=fast', '-Wno-unknown-pragmas', '-Wno-psabi']
     if sys.platform == 'darwin':  # Apple clang has no bundled OpenMP runtime
         return flags, []
     return flags + ['-fopenmp'], ['-fopenmp']

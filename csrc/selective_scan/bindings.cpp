@@ -11,6 +11,7 @@
 // copied; everything else is checked and rejected with a message naming the argument.
 // chunk_states: (batch, dim, ceil(L / 64), N) accumulation dtype, the state after every
 // 64-step chunk; bwd also accepts None or an empty tensor (then it recomputes them).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <optional>
@@ -22,6 +23,14 @@
 namespace {
 
 using at::Tensor;
+
+// The kernel's workers run on torch's intra-op thread pool: the threads torch's own ops
+// use, so the scan never competes with (or spins against) a second pool.
+void run_on_torch_pool(int32_t workers, void (*body)(void* ctx, int32_t worker), void* ctx) {
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) body(ctx, static_cast<int32_t>(w));
+  });
+}
 
 std::string shape_str(const Tensor& t) {
   std::string s = "(";
@@ -172,6 +181,7 @@ void fill_params(mmssm::SelectiveScanFwdParams& p, const Checked& c, bool delta_
   p.chunk_size = mmssm::kCpuChunkSize;
   p.n_chunks = n_chunks_for(c.seqlen);
   p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
 }
 
 std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
@@ -250,8 +260,11 @@ std::vector<Tensor> bwd(const Tensor& u, const Tensor& delta, const Tensor& A,
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmssm selective scan, CPU backend (C++/OpenMP)";
+  m.doc() = "mmssm selective scan, CPU backend (C++, SIMD, torch's intra-op threads)";
   m.attr("chunk_size") = mmssm::kCpuChunkSize;
+  m.def("cpu_isa", &mmssm::selective_scan_cpu_isa,
+        "instruction set of the CPU kernels here: 'avx512', 'avx2' or 'generic' (the best "
+        "the CPU has, or a lower one named by MMSSM_CPU_ISA)");
   m.def("fwd", &fwd,
         "fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> "
         "[out, last_state, chunk_states]",

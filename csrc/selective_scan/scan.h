@@ -28,6 +28,10 @@ enum class ScanDType : int32_t {
   kFloat64 = 3,  // CPU backend only
 };
 
+// See SelectiveScanFwdParams::run_workers.
+using CpuWorkersFn = void (*)(int32_t workers, void (*body)(void* ctx, int32_t worker),
+                              void* ctx);
+
 // Strides are in elements. The time axis (last axis) of every strided tensor must have
 // stride 1; the bindings make tensors last-dim contiguous before filling these in.
 struct SelectiveScanFwdParams {
@@ -67,9 +71,15 @@ struct SelectiveScanFwdParams {
   int64_t chunk_size = 0;
   int64_t n_chunks = 0;
 
-  // CPU backend only: OpenMP threads to use (<= 0: the OpenMP default). The binding
-  // passes torch.get_num_threads() so torch.set_num_threads() governs the kernel too.
-  int32_t num_threads = 0;
+  // CPU backend only: where the kernel's workers run. `run_workers(workers, body, ctx)`
+  // must call body(ctx, w) once for every w in [0, workers), concurrently, and return
+  // when all calls have returned; the kernel never asks for more than `num_threads`
+  // workers. The torch binding runs them on torch's intra-op thread pool
+  // (at::parallel_for) with num_threads = torch.get_num_threads(), so the kernel starts no
+  // threads of its own and never spins against torch's. Null: everything on the
+  // calling thread.
+  int32_t num_threads = 1;
+  CpuWorkersFn run_workers = nullptr;
 };
 
 struct SelectiveScanBwdParams : SelectiveScanFwdParams {
@@ -89,13 +99,17 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
   void* ddelta_bias = nullptr;  // (dim,) acc_t, when delta_bias is given
 };
 
-// CPU backend (cpu/*.cpp, OpenMP over (batch, channel)).
+// CPU backend (cpu/*.cpp: tiles of 16 channels, SIMD across the channels).
 // Its forward stores h at the end of every chunk of kCpuChunkSize steps in
 // `chunk_states` (when non-null), which its backward then uses instead of re-running the
 // recurrence from l = 0; a null `chunk_states` in the backward means "recompute".
 constexpr int64_t kCpuChunkSize = 64;
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
+// The instruction set the CPU kernels run with here: "avx512", "avx2" or "generic"
+// (the best this CPU has, or a lower one named by the environment variable
+// MMSSM_CPU_ISA=generic|avx2, read once).
+const char* selective_scan_cpu_isa();
 
 // CUDA backend (cuda/*.cu). `stream` is a cudaStream_t passed as void* so that this
 // header needs no CUDA include. Returns 0 (cudaSuccess) or the cudaError_t of the launch.

@@ -3,7 +3,8 @@ shared/specs/selective_scan.md §4.
 
 For every shape and every available backend ('torch', 'cpu', 'cuda') it times the
 forward (no autograd) and forward + backward, and prints one table with the time per
-call, the speed-up over the 'torch' backend measured in the same run and, on CUDA, the
+call, the time per state update (batch x channels x L x N of them per call), the
+speed-up over the 'torch' backend measured in the same run and, on CUDA, the
 backward alone (forward + backward minus forward), the achieved bandwidth and time over
 the HBM floor of each pass (spec §4.3 byte model: every input read once, every output
 written once; the floor is bytes / --hbm-bandwidth, or / the device-to-device copy
@@ -19,6 +20,9 @@ Examples::
     python tools/analysis_tools/benchmark_scan.py --shapes vim_ti vmamba_t_s1 --batch 4
     python tools/analysis_tools/benchmark_scan.py --device cuda --dtype bfloat16 \
         --measure-bandwidth --json scan_bf16.json --markdown report.md
+    # this checkout's CPU kernels against another build, in the same process
+    python tools/analysis_tools/benchmark_scan.py --threads 1 --timer process \
+        --backends cpu --cpu-baseline /path/to/old/mmssm/_C.cpython-311-x86_64-linux-gnu.so
 """
 import argparse
 import json
@@ -29,8 +33,10 @@ from typing import Callable, List, Optional
 
 import torch
 
-from mmssm.ops import selective_scan
-from mmssm.ops.kernels import backend_available
+from mmssm.ops import kernels, selective_scan
+from mmssm.ops.kernels import SelectiveScanFn, backend_available
+
+BASELINE = 'cpu-baseline'
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,17 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def load_extension(path: str):
+    """Import a built CPU extension (mmssm._C) from ``path`` under another name."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_C', path)  # its init is PyInit__C
+    if spec is None:
+        raise SystemExit(f'--cpu-baseline: cannot load {path!r}')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def time_call(fn: Callable[[], None], device, warmup: int, min_reps: int, max_reps: int,
               budget_s: float, clock: Callable[[], float] = time.perf_counter) -> float:
     """Mean seconds per call over at least ``min_reps`` calls, continuing until
@@ -167,9 +184,17 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
 
     fwd_in = make_inputs(shape, batch, dtype, device, requires_grad=False)
 
+    def scan(x):
+        if args.cpu_baseline and backend in ('cpu', BASELINE):
+            # Both builds through the same autograd Function (no input validation), so
+            # that the comparison measures the kernels.
+            return SelectiveScanFn.apply(x['u'], x['delta'], x['A'], x['B'], x['C'], x['D'],
+                                         x['z'], x['delta_bias'], softplus, backend)[0]
+        return selective_scan(**x, delta_softplus=softplus, backend=backend)
+
     def forward():
         with torch.no_grad():
-            selective_scan(**fwd_in, delta_softplus=softplus, backend=backend)
+            scan(fwd_in)
 
     clock = time.process_time if args.timer == 'process' else time.perf_counter
 
@@ -185,7 +210,7 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
                        generator=torch.Generator().manual_seed(1)).to(device, dtype)
 
     def forward_backward():
-        out = selective_scan(**train_in, delta_softplus=softplus, backend=backend)
+        out = scan(train_in)
         out.backward(grad)
         for t in train_in.values():
             if t is not None:
@@ -235,6 +260,10 @@ def parse_args(argv: Optional[List[str]] = None):
                         help='also append the results as a markdown section to PATH')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads for the CPU backends')
+    parser.add_argument('--cpu-baseline', default=None, metavar='SO',
+                        help="another build of the CPU extension (a mmssm/_C*.so, e.g. of "
+                             "an earlier commit) timed as backend 'cpu-baseline' in the same "
+                             "run; prints the speed-up of this checkout's kernels over it")
     parser.add_argument('--timer', choices=['wall', 'process'], default='wall',
                         help="'process': CPU time of this process instead of wall time; "
                              'with --threads 1 it measures the work alone on a shared, '
@@ -264,6 +293,12 @@ def main(argv: Optional[List[str]] = None):
             print(f'# skipping backend {backend!r}: not built / not available')
         else:
             backends.append(backend)
+    if args.cpu_baseline:
+        if 'cpu' not in backends:
+            raise SystemExit('--cpu-baseline compares against the cpu backend, which is '
+                             'not being run')
+        kernels._loaded[BASELINE] = load_extension(args.cpu_baseline)
+        backends.append(BASELINE)
     on_cuda = device.type == 'cuda'
     if on_cuda and args.timer == 'process':
         raise SystemExit('--timer process is for CPU runs (GPU time is not process time)')
@@ -279,12 +314,15 @@ def main(argv: Optional[List[str]] = None):
             floor_note = f'floor bandwidth {args.hbm_bandwidth / 1e12:.2f} TB/s (--hbm-bandwidth)'
     else:
         where = f'{torch.get_num_threads()} threads, {args.timer} time'
+        if 'cpu' in backends:
+            from mmssm.ops.kernels import load_backend
+            where += f', kernels for {load_backend("cpu").cpu_isa()}'
     title = (f'device {device} ({where}), dtype {dtype_name}, torch {torch.__version__}, '
              'D + delta_bias + softplus')
     print(f'# {title}' + (f'\n# {floor_note}' if on_cuda else ''))
 
     header = ['shape', 'B', 'Dk', 'L', 'N', 'G', 'z', 'backend', 'fwd ms', 'fwd+bwd ms',
-              'fwd x', 'f+b x']
+              'fwd ns/upd', 'f+b ns/upd', 'fwd x', 'f+b x']
     if on_cuda:
         header += ['bwd ms', 'fwd GB/s', 'fwd xfloor', 'bwd GB/s', 'bwd xfloor']
     widths = [max(len(h), 8) for h in header]
@@ -306,6 +344,7 @@ def main(argv: Optional[List[str]] = None):
                 torch.cuda.empty_cache()
         fwd_bytes, bwd_bytes = bytes_moved(shape, batch, itemsize)
         ref = results.get('torch')
+        updates = batch * shape.dim * shape.seqlen * shape.dstate
         for backend, times in results.items():
             record = dict(shape=shape.name, batch=batch, dim=shape.dim, seqlen=shape.seqlen,
                           dstate=shape.dstate, groups=shape.groups, z=shape.has_z,
@@ -318,8 +357,10 @@ def main(argv: Optional[List[str]] = None):
                 row += ['OOM'] + ['-'] * (len(header) - len(row) - 1)
             else:
                 t_fwd, t_fb = times
-                record.update(fwd_s=t_fwd, fwd_bwd_s=t_fb)
+                record.update(fwd_s=t_fwd, fwd_bwd_s=t_fb, fwd_ns_per_update=t_fwd * 1e9 / updates,
+                              fwd_bwd_ns_per_update=t_fb * 1e9 / updates)
                 row += [f'{t_fwd * 1e3:.3f}', f'{t_fb * 1e3:.3f}',
+                        f'{t_fwd * 1e9 / updates:.3f}', f'{t_fb * 1e9 / updates:.3f}',
                         f'{ref[0] / t_fwd:.1f}' if ref else 'n/a',
                         f'{ref[1] / t_fb:.1f}' if ref else 'n/a']
                 if on_cuda:
@@ -334,7 +375,13 @@ def main(argv: Optional[List[str]] = None):
             records.append(record)
             rows.append(row)
             print(format_row(row, widths), flush=True)
-    notes = ['fwd x / f+b x: speed-up over the torch backend in this run (n/a: torch '
+        if results.get('cpu') and results.get(BASELINE):
+            (nf, nb), (bf, bb) = results['cpu'], results[BASELINE]
+            print(f'#   {shape.name}: cpu vs {BASELINE}: fwd {bf / nf:.2f}x, '
+                  f'fwd+bwd {bb / nb:.2f}x faster', flush=True)
+    notes = ['ns/upd: time per state update (one step of one channel\'s recurrence for one '
+             'of its N states; for N = 1 it includes the per-position softplus / exp / '
+             'output work)','fwd x / f+b x: speed-up over the torch backend in this run (n/a: torch '
              'skipped, L > --skip-torch-above)']
     if on_cuda:
         notes.append('bwd = (fwd+bwd) - fwd; xfloor = measured time / (spec §4.3 bytes / '

@@ -1,30 +1,38 @@
-// Torch-free scalar helpers for the CPU selective scan: 16-bit float conversions and
-// branch-free exp / log1p / softplus / sigmoid that GCC and Clang auto-vectorise inside
-// `#pragma omp simd` loops (libm calls would keep those loops scalar).
+// Torch-free math of the CPU selective scan on SIMD vectors (simd.h):
+// * CpuMath, the primitives behind the shared formulas of ../scan_math.h:
+//   branch-free polynomial exp / log1p / expm1 for float vectors (libm calls would keep
+//   the loops scalar), libm lane by lane for double vectors (the fp64 path is for gradient
+//   checks); the AVX-512 build (MMSSM_CPU_ISA_LEVEL 4) computes exp with vscalefps;
+// * conversions of the 16-bit input types (IEEE binary16, bfloat16) to and from float,
+//   one float register at a time.
 //
-// Accuracy: the float versions are within ~2 ulp of the correctly rounded result over
-// the ranges the scan uses; double inputs go through libm (the fp64 path is for
-// gradient checks, not speed).
+// Accuracy of the float primitives (relative, over the arguments the scan passes): exp
+// and expm1 within 2 ulp, log1p_unit within 1 ulp plus the rounding of its argument;
+// exp(0) = 1 and log1p_unit(e) / e -> 1 exactly (no bias to compound over a scan).
+// Polynomial coefficients: weighted least-squares fits for the minimax relative error on
+// the stated interval with the leading terms fixed (Lawson's iteration on 6000 Chebyshev
+// points), rounded to float; the comment on each gives the max relative error.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
-#include <limits>
+#include <cstdint>
+#include <type_traits>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define MMSSM_INLINE inline __attribute__((always_inline))
-#define MMSSM_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define MMSSM_INLINE inline
-#define MMSSM_LAMBDA_INLINE
-#endif
+#include "../scan_math.h"
+#include "simd.h"
 
 namespace mmssm {
 namespace cpu {
+namespace MMSSM_CPU_ISA_NS {
 
-// Storage types of the 16-bit inputs: raw bits, converted on load/store.
+using VFloat = Vec<float>;
+using VDouble = Vec<double>;
+using VInt = Vec<int32_t>;
+using VUint = Vec<uint32_t>;
+using VHalf = VecN<uint16_t, kLanes<float>>;  // 16-bit values of one float register
+
+// Storage types of the 16-bit inputs: raw bits, converted on load / store.
 struct half_bits {
   uint16_t x;
 };
@@ -32,180 +40,270 @@ struct bf16_bits {
   uint16_t x;
 };
 
-MMSSM_INLINE uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
+// ---- exp ------------------------------------------------------------------------------
+//
+// exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite:
+// ln2 split in a 12-bit high part, so k * hi is exact). k is found with the 1.5 * 2^23
+// rounding constant; the low bits of `shifted` then hold k, and (bits << 23) puts k in
+// the exponent field (the constant's own bits shift out), with no float -> int
+// conversion (undefined for nan). The polynomial returns 2 exp(r) and the scale is
+// 2^(k-1), so that k = 128 (x up to ln(FLT_MAX)) needs no second factor.
+// x is clamped to [-86.6, 88.72]: results below ~2.4e-38 stay there instead of reaching
+// 0, overflow saturates near FLT_MAX, nan propagates (the clamps keep it; the scale
+// multiplies it).
+MMSSM_INLINE VFloat exp_generic(VFloat x) {
+  const float kHi = 88.72f, kLo = -86.6f;
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0.693145751953125f;
+  const float kLn2Lo = 1.428606765330187045e-06f;
+  const float kRound = 12582912.0f;  // 1.5 * 2^23
+  x = kHi < x ? splat(kHi) : x;      // (written so that nan stays nan)
+  x = x < kLo ? splat(kLo) : x;
+  const VFloat shifted = x * kLog2e + kRound;
+  const VFloat k = shifted - kRound;
+  const VFloat r = (x - k * kLn2Hi) - k * kLn2Lo;
+  // 2 exp(r) on |r| <= ln2 / 2: 2 (1 + r + r^2 q(r)), q of degree 4; max relative
+  // error 3.8e-9, and exact at r = 0 (no bias for decays near 1, whose errors would
+  // compound over a long scan).
+  VFloat p = splat(2.762922552e-03f);
+  p = p * r + 1.673742011e-02f;
+  p = p * r + 8.333677798e-02f;
+  p = p * r + 3.333304226e-01f;
+  p = p * r + 9.999998808e-01f;
+  p = p * r + 2.0f;
+  p = p * r + 2.0f;
+  const VInt scale = (bitcast<VInt>(shifted) << 23) + (126 << 23);  // 2^(k-1)
+  return p * bitcast<VFloat>(scale);
 }
 
-MMSSM_INLINE float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
+// 2^t (the scan's decays: exp(dt A) = 2^(dt A log2(e)), with A log2(e) computed once per
+// channel), same scheme as exp_generic: k = round(t), f = t - k in [-1/2, 1/2] (exact),
+// 2^t = 2^(k-1) * 2 * 2^f. t is clamped to [-125, 127.99]: results below ~2.4e-38 stay
+// there, overflow saturates near FLT_MAX, nan propagates.
+MMSSM_INLINE VFloat exp2_generic(VFloat t) {
+  const float kRound = 12582912.0f;  // 1.5 * 2^23
+  t = 127.99f < t ? splat(127.99f) : t;
+  t = t < -125.0f ? splat(-125.0f) : t;
+  const VFloat shifted = t + kRound;
+  const VFloat f = t - (shifted - kRound);
+  // 2 * 2^f on |f| <= 1/2: 2 (1 + f q(f)), q of degree 5; max relative error 1.6e-8,
+  // exact at f = 0.
+  VFloat p = splat(3.070672392e-04f);
+  p = p * f + 2.679775004e-03f;
+  p = p * f + 1.923687384e-02f;
+  p = p * f + 1.110066473e-01f;
+  p = p * f + 4.804529548e-01f;
+  p = p * f + 1.386294365e+00f;
+  p = p * f + 2.0f;
+  const VInt scale = (bitcast<VInt>(shifted) << 23) + (126 << 23);  // 2^(k-1)
+  return p * bitcast<VFloat>(scale);
 }
 
-// ---- IEEE binary16 <-> float -------------------------------------------------------
-
-MMSSM_INLINE float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t magnitude = h & 0x7fffu;
-  const uint32_t shifted = magnitude << 13;  // exponent/mantissa in float position
-  // Multiplying by 2^112 re-biases the exponent (15 -> 127); it also normalises
-  // half subnormals, which land on float subnormals before the product.
-  const uint32_t scaled = float_bits(bits_float(shifted) * 0x1p112f);
-  const uint32_t special = shifted | 0x7f800000u;  // inf / nan keep their payload
-  return bits_float((magnitude >= 0x7c00u ? special : scaled) | sign);
+// log(1 + e) for 0 <= e <= 1, as e q(e): relative accuracy for tiny e as well.
+MMSSM_INLINE VFloat log1p_unit(VFloat e) {
+  // log1p(e) / e on [0, 1]: 1 + e q1(e), q1 of degree 7; max relative error 6.3e-8,
+  // exact at e = 0.
+  VFloat q = splat(5.364787299e-03f);
+  q = q * e - 3.006564640e-02f;
+  q = q * e + 7.920429856e-02f;
+  q = q * e - 1.375378221e-01f;
+  q = q * e + 1.915364563e-01f;
+  q = q * e - 2.485716194e-01f;
+  q = q * e + 3.332132101e-01f;
+  q = q * e - 4.999964833e-01f;
+  q = q * e + 1.0f;
+  return e * q;
 }
 
-MMSSM_INLINE uint16_t float_to_half(float f) {
-  const uint32_t bits = float_bits(f);
-  const uint32_t sign = (bits >> 16) & 0x8000u;
-  const uint32_t magnitude = bits & 0x7fffffffu;
+#if MMSSM_CPU_ISA_LEVEL >= 4
+// exp on AVX-512: vscalefps computes p * 2^k from a float k, with IEEE overflow (inf) and
+// underflow (subnormals, 0), so no exponent bit tricks are needed. The clamps only keep
+// the range reduction exact; max / min return x itself when it is nan.
+MMSSM_INLINE VFloat exp(VFloat x) {
+  __m512 v = bitcast<__m512>(x);
+  v = _mm512_max_ps(_mm512_set1_ps(-104.0f), v);
+  v = _mm512_min_ps(_mm512_set1_ps(89.0f), v);
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), v);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  // exp(r) on |r| <= ln2 / 2: the polynomial of exp_generic, halved.
+  const VFloat rv = bitcast<VFloat>(r);
+  VFloat p = splat(1.381461276e-03f);
+  p = p * rv + 8.368710056e-03f;
+  p = p * rv + 4.166838899e-02f;
+  p = p * rv + 1.666652113e-01f;
+  p = p * rv + 4.999999404e-01f;
+  p = p * rv + 1.0f;
+  p = p * rv + 1.0f;
+  return bitcast<VFloat>(_mm512_scalef_ps(bitcast<__m512>(p), k));
+}
+
+// 2^t on AVX-512 (see exp2_generic): vscalefps again; the clamps only keep nan and the
+// infinities out of the reduction (2^-150 is 0 and 2^129 inf anyway).
+MMSSM_INLINE VFloat exp2(VFloat t) {
+  __m512 v = bitcast<__m512>(t);
+  v = _mm512_max_ps(_mm512_set1_ps(-150.0f), v);
+  v = _mm512_min_ps(_mm512_set1_ps(129.0f), v);
+  const __m512 k = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // 2^f on |f| <= 1/2: the polynomial of exp2_generic, halved.
+  const VFloat f = bitcast<VFloat>(_mm512_sub_ps(v, k));
+  VFloat p = splat(1.535336196e-04f);
+  p = p * f + 1.339887502e-03f;
+  p = p * f + 9.618436918e-03f;
+  p = p * f + 5.550332367e-02f;
+  p = p * f + 2.402264774e-01f;
+  p = p * f + 6.931471825e-01f;
+  p = p * f + 1.0f;
+  return bitcast<VFloat>(_mm512_scalef_ps(bitcast<__m512>(p), k));
+}
+#else
+MMSSM_INLINE VFloat exp(VFloat x) { return exp_generic(x); }
+MMSSM_INLINE VFloat exp2(VFloat t) { return exp2_generic(t); }
+#endif
+
+// e^x - 1 for x <= 0: a polynomial near 0 (where exp(x) - 1 would cancel), exp(x) - 1
+// below -ln2/2 (there the difference loses no more than 2 ulp).
+MMSSM_INLINE VFloat expm1_nonpos(VFloat x) {
+  // (e^x - 1) / x on [-ln2/2, 0]: degree 4, max relative error 1.3e-8.
+  VFloat q = splat(7.214565296e-03f);
+  q = q * x + 4.133331031e-02f;
+  q = q * x + 1.666254252e-01f;
+  q = q * x + 4.999981821e-01f;
+  q = q * x + 1.0f;
+  return x < -0.34657359f ? exp(x) - 1.0f : x * q;
+}
+
+// fp64: libm per lane.
+#define MMSSM_LANEWISE(name, fn)                                 \
+  MMSSM_INLINE VDouble name(VDouble x) {                         \
+    for (int i = 0; i < kLanes<double>; ++i) x[i] = fn(x[i]);            \
+    return x;                                                    \
+  }
+MMSSM_LANEWISE(exp, std::exp)
+MMSSM_LANEWISE(exp2, std::exp2)
+MMSSM_LANEWISE(log1p_unit, std::log1p)
+MMSSM_LANEWISE(expm1_nonpos, std::expm1)
+#undef MMSSM_LANEWISE
+
+// The primitives of scan_math.h for float and double vectors.
+struct CpuMath {
+  template <typename V>
+  MMSSM_INLINE static V exp(V x) {
+    return MMSSM_CPU_ISA_NS::exp(x);
+  }
+  template <typename V>
+  MMSSM_INLINE static V exp2(V t) {
+    return MMSSM_CPU_ISA_NS::exp2(t);
+  }
+  template <typename V>
+  MMSSM_INLINE static V log1p_unit(V e) {
+    return MMSSM_CPU_ISA_NS::log1p_unit(e);
+  }
+  template <typename V>
+  MMSSM_INLINE static V expm1_nonpos(V x) {
+    return MMSSM_CPU_ISA_NS::expm1_nonpos(x);
+  }
+  template <typename V>
+  MMSSM_INLINE static V abs(V x) {
+    return x < 0 ? -x : x;
+  }
+  template <typename V>
+  MMSSM_INLINE static V relu(V x) {
+    return x > 0 ? x : V{};
+  }
+  template <typename V>
+  MMSSM_INLINE static V ones_like(V) {
+    return V{} + 1;
+  }
+  template <typename Mask, typename V>
+  MMSSM_INLINE static V select(Mask m, V a, V b) {
+    return m ? a : b;
+  }
+};
+
+// ---- IEEE binary16 <-> float ------------------------------------------------------------
+
+MMSSM_INLINE VFloat half_to_float(VHalf h16) {
+  const VUint h = __builtin_convertvector(h16, VUint);
+  const VUint sign = (h & 0x8000u) << 16;
+  const VUint magnitude = h & 0x7fffu;
+  const VUint shifted = magnitude << 13;  // exponent / mantissa in float position
+  // Multiplying by 2^112 re-biases the exponent (15 -> 127); it also normalises half
+  // subnormals, which land on float subnormals before the product.
+  const VUint scaled = bitcast<VUint>(bitcast<VFloat>(shifted) * 0x1p112f);
+  const VUint special = shifted | 0x7f800000u;  // inf / nan keep their payload
+  return bitcast<VFloat>((magnitude >= 0x7c00u ? special : scaled) | sign);
+}
+
+MMSSM_INLINE VHalf float_to_half(VFloat f) {
+  const VUint bits = bitcast<VUint>(f);
+  const VUint sign = (bits >> 16) & 0x8000u;
+  const VUint magnitude = bits & 0x7fffffffu;
   // >= 65536: overflow to inf; nan stays a quiet nan.
-  const uint32_t overflow = magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u;
+  const VUint overflow = magnitude > 0x7f800000u ? VUint{} + 0x7e00u : VUint{} + 0x7c00u;
   // < 2^-14: half subnormal. Adding 0.5 (exponent 126) aligns the mantissa so that the
-  // float adder performs the round-to-nearest-even shift for us.
-  const float aligned = bits_float(magnitude) + 0.5f;
-  const uint32_t subnormal = float_bits(aligned) - 0x3f000000u;
+  // float adder performs the round-to-nearest-even shift.
+  const VFloat aligned = bitcast<VFloat>(magnitude) + 0.5f;
+  const VUint subnormal = bitcast<VUint>(aligned) - 0x3f000000u;
   // normal range: re-bias the exponent and round to nearest even on bit 13.
-  const uint32_t odd = (magnitude >> 13) & 1u;
-  const uint32_t normal = (magnitude - 0x38000000u + 0xfffu + odd) >> 13;
-  uint32_t out = magnitude >= 0x47800000u ? overflow
-                 : magnitude < 0x38800000u ? subnormal
-                                           : normal;
-  return static_cast<uint16_t>(out | sign);
+  const VUint odd = (magnitude >> 13) & 1u;
+  const VUint normal = (magnitude - 0x38000000u + 0xfffu + odd) >> 13;
+  const VUint out = magnitude >= 0x47800000u ? overflow
+                    : magnitude < 0x38800000u ? subnormal
+                                              : normal;
+  return __builtin_convertvector(out | sign, VHalf);
 }
 
-// ---- bfloat16 <-> float -------------------------------------------------------------
+// ---- bfloat16 <-> float -----------------------------------------------------------------
 
-MMSSM_INLINE float bf16_to_float(uint16_t h) {
-  return bits_float(static_cast<uint32_t>(h) << 16);
+MMSSM_INLINE VFloat bf16_to_float(VHalf h16) {
+  return bitcast<VFloat>(__builtin_convertvector(h16, VUint) << 16);
 }
 
-MMSSM_INLINE uint16_t float_to_bf16(float f) {
-  const uint32_t bits = float_bits(f);
-  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const uint32_t nan = (bits >> 16) | 0x0040u;  // quiet, sign and payload kept
-  return static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+MMSSM_INLINE VHalf float_to_bf16(VFloat f) {
+  const VUint bits = bitcast<VUint>(f);
+  const VUint rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const VUint nan = (bits >> 16) | 0x0040u;  // quiet; sign and payload kept
+  return __builtin_convertvector((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded,
+                                 VHalf);
 }
 
-// ---- typed load / store -------------------------------------------------------------
+// ---- typed vector load / store ----------------------------------------------------------
 
-template <typename acc_t>
-MMSSM_INLINE acc_t to_acc(float v) { return static_cast<acc_t>(v); }
-template <typename acc_t>
-MMSSM_INLINE acc_t to_acc(double v) { return static_cast<acc_t>(v); }
-template <typename acc_t>
-MMSSM_INLINE acc_t to_acc(half_bits v) { return static_cast<acc_t>(half_to_float(v.x)); }
-template <typename acc_t>
-MMSSM_INLINE acc_t to_acc(bf16_bits v) { return static_cast<acc_t>(bf16_to_float(v.x)); }
+// acc_t of an input type: float for float / half / bf16, double for double.
+template <typename in_t>
+using acc_of = typename std::conditional<std::is_same<in_t, double>::value, double,
+                                         float>::type;
 
 template <typename in_t>
-struct Store;
-template <>
-struct Store<float> {
-  MMSSM_INLINE static float from(float v) { return v; }
-};
-template <>
-struct Store<double> {
-  MMSSM_INLINE static double from(double v) { return v; }
-};
-template <>
-struct Store<half_bits> {
-  MMSSM_INLINE static half_bits from(float v) { return half_bits{float_to_half(v)}; }
-};
-template <>
-struct Store<bf16_bits> {
-  MMSSM_INLINE static bf16_bits from(float v) { return bf16_bits{float_to_bf16(v)}; }
-};
-
-// ---- exp ----------------------------------------------------------------------------
-//
-// exp(x) = 2^k * exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2].
-// k is found with the 1.5 * 2^23 rounding constant, so 2^k is assembled from the
-// integer bits without a float->int conversion (undefined for nan). Everything is
-// branch-free (min / max / integer ops) so that the loops calling it vectorise.
-// x is clamped to [ln(FLT_MIN), ln(FLT_MAX)]: results below FLT_MIN (~1.2e-38) stay at
-// FLT_MIN instead of 0 and overflow saturates at FLT_MAX; nan propagates.
-
-MMSSM_INLINE float fast_exp(float x) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;        // 12 significant bits: k * hi exact
-  const float kLn2Lo = 1.428606765330187045e-06f;  // ln2 - hi
-  const float kRound = 12582912.0f;                // 1.5 * 2^23
-  // std::min / std::max return their first argument when the other is nan.
-  const float xc = std::max(std::min(x, 88.7228f), -87.3365f);
-  const float shifted = xc * kLog2e + kRound;
-  const float k = shifted - kRound;
-  const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
-  // Degree-6 Taylor polynomial of exp on |r| <= 0.347: truncation error < 2.4e-8 rel.
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  // k in [-126, 128]; 2^k as two factors so that k = 128 does not overflow the bits.
-  const int32_t ki = static_cast<int32_t>(float_bits(shifted) - float_bits(kRound));
-  const int32_t k1 = ki >> 1;
-  const float s1 = bits_float(static_cast<uint32_t>(k1 + 127) << 23);
-  const float s2 = bits_float(static_cast<uint32_t>(ki - k1 + 127) << 23);
-  return p * s1 * s2;
+MMSSM_INLINE Vec<acc_of<in_t>> load_acc(const in_t* p) {
+  if constexpr (std::is_same<in_t, half_bits>::value) {
+    VHalf h;
+    std::memcpy(&h, p, sizeof(h));
+    return half_to_float(h);
+  } else if constexpr (std::is_same<in_t, bf16_bits>::value) {
+    VHalf h;
+    std::memcpy(&h, p, sizeof(h));
+    return bf16_to_float(h);
+  } else {
+    return load(p);
+  }
 }
 
-MMSSM_INLINE double fast_exp(double x) { return std::exp(x); }
-
-// ---- log / log1p --------------------------------------------------------------------
-
-// Natural log for finite y >= FLT_MIN (the callers pass 1 + exp(x) >= 1).
-MMSSM_INLINE float fast_log(float y) {
-  // Split y = 2^e * m with m in [sqrt(1/2), sqrt(2)) by integer arithmetic on the bits.
-  const int32_t bits = static_cast<int32_t>(float_bits(y));
-  const int32_t offset = bits - 0x3f3504f3;  // bits of sqrt(1/2)
-  const int32_t exponent = offset >> 23;     // arithmetic shift: floor
-  const float m = bits_float(static_cast<uint32_t>(bits - (exponent << 23)));
-  // log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716.
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  float p = 1.0f / 9.0f;
-  p = p * s2 + 1.0f / 7.0f;
-  p = p * s2 + 1.0f / 5.0f;
-  p = p * s2 + 1.0f / 3.0f;
-  const float log_m = 2.0f * s + 2.0f * s * s2 * p;
-  const float e = static_cast<float>(exponent);
-  return e * 0.693145751953125f + (log_m + e * 1.428606765330187045e-06f);
+template <typename in_t>
+MMSSM_INLINE void store_acc(in_t* p, const Vec<acc_of<in_t>>& v) {
+  if constexpr (std::is_same<in_t, half_bits>::value) {
+    const VHalf h = float_to_half(v);
+    std::memcpy(p, &h, sizeof(h));
+  } else if constexpr (std::is_same<in_t, bf16_bits>::value) {
+    const VHalf h = float_to_bf16(v);
+    std::memcpy(p, &h, sizeof(h));
+  } else {
+    store(p, v);
+  }
 }
 
-// log(1 + e) for e >= 0: log of the rounded sum plus the first-order correction for
-// the rounding error of 1 + e (exact enough when 1 + e rounds to 1).
-MMSSM_INLINE float fast_log1p_pos(float e) {
-  const float one_plus = 1.0f + e;
-  const float lost = e - (one_plus - 1.0f);
-  return fast_log(one_plus) + lost / one_plus;
-}
-
-// ---- activations --------------------------------------------------------------------
-
-// softplus(x) = max(x, 0) + log1p(exp(-|x|)): branch-free and overflow-free. Above 20
-// the correction (< 2.1e-9) is below half an ulp of x, so it equals torch's rule
-// (identity above threshold 20) in float.
-MMSSM_INLINE float softplus(float x) {
-  return std::max(x, 0.0f) + fast_log1p_pos(fast_exp(-std::fabs(x)));
-}
-MMSSM_INLINE double softplus(double x) {
-  return x > 20.0 ? x : std::log1p(std::exp(x));
-}
-
-MMSSM_INLINE float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-MMSSM_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-// d softplus(x) / dx applied to grad, with torch's threshold (derivative 1 above 20;
-// in float sigmoid(x > 20) rounds to exactly 1, so no select is needed).
-MMSSM_INLINE float softplus_backward(float grad, float x) { return grad * sigmoid(x); }
-MMSSM_INLINE double softplus_backward(double grad, double x) {
-  return x > 20.0 ? grad : grad * sigmoid(x);
-}
-
+}  // namespace MMSSM_CPU_ISA_NS
 }  // namespace cpu
 }  // namespace mmssm

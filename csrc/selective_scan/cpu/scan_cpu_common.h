@@ -1,179 +1,184 @@
-// Building blocks shared by the CPU forward (scan_cpu_fwd.cpp) and backward
-// (scan_cpu_bwd.cpp). The design notes are at the top of scan_cpu_fwd.cpp.
+// What the CPU forward / backward drivers (scan_cpu_fwd.cpp, scan_cpu_bwd.cpp) share with
+// the kernels (scan_cpu_kernels.h): the tile grid, the backward's work items, the entry
+// points of the kernels compiled for each instruction set, and the worker loop.
+// Plain C++: nothing here depends on the instruction set the including file targets.
+// The design notes are at the top of scan_cpu_kernels.h.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "../scan.h"
-#include "cpu_math.h"
-
-// The per-row kernels (MMSSM_KERNEL) are separate, non-inlined functions: everything
-// they call is inlined into them, and keeping them apart keeps GCC's super-linear
-// passes (PRE, CSE) fast. On x86-64 each is compiled three times (baseline,
-// x86-64-v3 = AVX2 + FMA, x86-64-v4 = AVX-512) and the loader picks one for the running
-// CPU, so the build needs no -march flag.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
-    !defined(__clang__) && __GNUC__ >= 12 && !defined(MMSSM_NO_TARGET_CLONES)
-#define MMSSM_KERNEL \
-  __attribute__((noinline, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#elif defined(__GNUC__) || defined(__clang__)
-#define MMSSM_KERNEL __attribute__((noinline))
-#else
-#define MMSSM_KERNEL
-#endif
 
 namespace mmssm {
 namespace cpu {
 
 // Time steps per block (= the chunk of the saved chunk states).
 constexpr int64_t kBlock = kCpuChunkSize;
-// N == 1: rows scanned together so their recurrences interleave (instruction-level
-// parallelism hides the latency of the h = a * h + b chain).
-constexpr int64_t kTileRows = 8;
+// A block is a whole number of W x W squares for every tile width W (<= 16).
+static_assert(kBlock % 16 == 0, "kBlock must be a multiple of 16");
 
-// Everything one (batch, channel) row reads. `B` / `C` point at the row's group.
-template <typename in_t, typename acc_t>
-struct Row {
-  int64_t index;  // b * dim + d: row of the contiguous outputs
-  const in_t* u;
-  const in_t* delta;
-  const in_t* z;  // null without gate
-  const in_t* B;
-  const in_t* C;
-  const acc_t* A;  // (N,)
-  acc_t D;         // 0 without D
-  acc_t bias;      // 0 without delta_bias
+// ---- the tile grid ----------------------------------------------------------------------
+//
+// A tile is up to W consecutive channels of one (batch, group), W = the kernels' SIMD
+// width (Kernels::tile_width): they share B and C. Tiles are numbered batch-major, then
+// group, then channel; a group whose channel count is not a multiple of W ends with a
+// partial tile whose missing lanes run a zero recurrence and are never stored.
+struct Tile {
+  int64_t b, g, d0;  // batch, group, first channel
+  int64_t lanes;     // channels in the tile, 1 .. W
 };
 
-template <typename in_t, typename acc_t>
-MMSSM_INLINE Row<in_t, acc_t> make_row(const SelectiveScanFwdParams& p, int64_t b,
-                                       int64_t d) {
-  const int64_t g = d / (p.dim / p.n_groups);
-  Row<in_t, acc_t> r;
-  r.index = b * p.dim + d;
-  r.u = static_cast<const in_t*>(p.u) + b * p.u_batch_stride + d * p.u_dim_stride;
-  r.delta = static_cast<const in_t*>(p.delta) + b * p.delta_batch_stride +
-            d * p.delta_dim_stride;
-  r.z = p.z ? static_cast<const in_t*>(p.z) + b * p.z_batch_stride + d * p.z_dim_stride
-            : nullptr;
-  r.B = static_cast<const in_t*>(p.B) + b * p.B_batch_stride + g * p.B_group_stride;
-  r.C = static_cast<const in_t*>(p.C) + b * p.C_batch_stride + g * p.C_group_stride;
-  r.A = static_cast<const acc_t*>(p.A) + d * p.dstate;
-  r.D = p.D ? static_cast<const acc_t*>(p.D)[d] : acc_t(0);
-  r.bias = p.delta_bias ? static_cast<const acc_t*>(p.delta_bias)[d] : acc_t(0);
-  return r;
-}
+// (Always inlined, like every function of this header that the kernels call: the
+// kernels' translation units target other instruction sets, so no out-of-line copy of
+// these may be emitted there.)
+#define MMSSM_ALWAYS_INLINE inline __attribute__((always_inline))
 
-// Software prefetch of `len` elements from `p` (the next block of a row stream: many
-// rows times several streams, walked backwards in the backward pass, defeat the
-// hardware prefetchers).
-template <typename T>
-MMSSM_INLINE void prefetch(const T* p, int64_t len) {
-#if defined(__GNUC__) || defined(__clang__)
-  if (p == nullptr || len <= 0) return;
-  const char* c = reinterpret_cast<const char*>(p);
-  const int64_t bytes = len * static_cast<int64_t>(sizeof(T));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
+struct TileGrid {
+  int64_t width, per_group, tiles_per_group, groups, tiles;
+
+  MMSSM_ALWAYS_INLINE TileGrid(const SelectiveScanFwdParams& p, int64_t tile_width)
+      : width(tile_width),
+        per_group(p.dim / p.n_groups),
+        tiles_per_group((per_group + width - 1) / width),
+        groups(p.n_groups),
+        tiles(p.batch * p.n_groups * tiles_per_group) {}
+
+  // Tile `index_in_group` of (b, g).
+  MMSSM_ALWAYS_INLINE Tile at(int64_t b, int64_t g, int64_t index_in_group) const {
+    const int64_t first = index_in_group * width;
+    return Tile{b, g, g * per_group + first, std::min<int64_t>(width, per_group - first)};
+  }
+  MMSSM_ALWAYS_INLINE Tile operator[](int64_t t) const {
+    const int64_t bg = t / tiles_per_group;
+    return at(bg / groups, bg % groups, t % tiles_per_group);
+  }
+};
+
+// ---- the backward's work items ----------------------------------------------------------
+//
+// dB / dC sum over the channels of a group. A work item is a slice of consecutive tiles
+// of one (batch, group); it accumulates into its own (L, N) time-major partial rows,
+// which the driver sums in a fixed order at the end. dA / dD / d delta_bias are written
+// per (batch, channel) and reduced over the batch in a fixed order.
+struct BwdItem {
+  int64_t b, g, slice, tile_begin, tile_end;  // tiles [tile_begin, tile_end) of (b, g)
+};
+
+struct BwdPartials {
+  void* dB;     // (slices, batch, G, L, N) acc_t, or dB itself (1 slice, N == 1)
+  void* dC;
+  void* dA;     // (batch, dim, N)
+  void* dD;     // (batch, dim)
+  void* dbias;  // (batch, dim)
+};
+
+// ---- kernels ----------------------------------------------------------------------------
+
+enum class CpuIsa { kGeneric, kV3, kV4 };
+
+// The best instruction set of this CPU, or the one MMSSM_CPU_ISA (generic / avx2) asks
+// for if the CPU has it (tests and benchmarks of the other code paths).
+CpuIsa cpu_isa();
+
+// Entry points of scan_cpu_kernels.h, compiled once per instruction set
+// (scan_cpu_kernels_{generic,v3,v4}.cpp; v3 = x86-64-v3: AVX2 + FMA, v4 = x86-64-v4:
+// AVX-512; the last two only on x86-64 with GCC).
+struct Kernels {
+  // Channels per tile (the SIMD width for p's accumulation dtype).
+  int64_t (*tile_width)(const SelectiveScanFwdParams& p);
+  // Scratch bytes one worker needs.
+  int64_t (*fwd_scratch_bytes)(const SelectiveScanFwdParams& p);
+  int64_t (*bwd_scratch_bytes)(const SelectiveScanBwdParams& p);
+  // One tile of the forward.
+  void (*fwd_tile)(const SelectiveScanFwdParams& p, const Tile& t, void* scratch);
+  // One backward work item (its tiles, one after another).
+  void (*bwd_item)(const SelectiveScanBwdParams& p, const BwdItem& item,
+                   const TileGrid& grid, const BwdPartials& part, int64_t slices,
+                   void* scratch);
+};
+
+namespace isa_generic {
+extern const Kernels kernels;
+}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MMSSM_CPU_X86_ISAS 1
+namespace isa_v3 {
+extern const Kernels kernels;
+}
+namespace isa_v4 {
+extern const Kernels kernels;
+}
+#else
+#define MMSSM_CPU_X86_ISAS 0
+#endif
+
+// The kernels for the input dtype of p: fp64 (gradient checks) always runs the generic
+// build, everything else the one cpu_isa() picks.
+inline const Kernels& kernels_for(const SelectiveScanFwdParams& p) {
+#if MMSSM_CPU_X86_ISAS
+  if (p.input_type != ScanDType::kFloat64) {
+    switch (cpu_isa()) {
+      case CpuIsa::kV4: return isa_v4::kernels;
+      case CpuIsa::kV3: return isa_v3::kernels;
+      default: break;
+    }
+  }
 #else
   (void)p;
-  (void)len;
 #endif
+  return isa_generic::kernels;
 }
 
-template <bool kSoftplus, typename acc_t>
-MMSSM_INLINE acc_t time_step(acc_t raw) {
-  return kSoftplus ? softplus(raw) : raw;
-}
-
-// d delta / d dt~ chain rule: the softplus derivative (1 above 20), or identity.
-template <bool kSoftplus, typename acc_t>
-MMSSM_INLINE acc_t time_step_grad(acc_t grad, acc_t raw) {
-  return kSoftplus ? softplus_backward(grad, raw) : grad;
-}
-
-// dst[i * n + s] = src[s * stride + i]: an (N, len) slice of B / C, time-major.
-template <typename in_t, typename acc_t>
-MMSSM_INLINE void load_transposed(const in_t* src, int64_t stride, acc_t* dst, int64_t len,
-                                  int64_t n) {
-  // State-inner order: one (strided) gather per step, contiguous stores.
-  for (int64_t i = 0; i < len; ++i) {
-    acc_t* out = dst + i * n;
-    const in_t* col = src + i;
-#pragma omp simd
-    for (int64_t s = 0; s < n; ++s) out[s] = to_acc<acc_t>(col[s * stride]);
-  }
-}
-
-// out[i] = sum_s in[i * n + s] for i < len, as a pairwise tree when n is a power of two
-// (each level is one flat SIMD loop; `in` is overwritten). A horizontal reduction per i
-// would be compiled as an in-order chain of scalar adds.
-template <typename acc_t>
-MMSSM_INLINE void sum_rows(acc_t* in, acc_t* out, int64_t len, int64_t n) {
-  if ((n & (n - 1)) == 0) {
-    for (int64_t width = n; width > 1; width /= 2) {
-      const int64_t half = width / 2;
-      // level: in[i * half + s] = in[i * width + s] + in[i * width + half + s]
-      for (int64_t i = 0; i < len; ++i) {
-        acc_t* src = in + i * width;
-        acc_t* dst = in + i * half;
-        if (half >= 8) {
-#pragma omp simd
-          for (int64_t s = 0; s < half; ++s) dst[s] = src[s] + src[half + s];
-        } else {
-          for (int64_t s = 0; s < half; ++s) dst[s] = src[s] + src[half + s];
-        }
-      }
-    }
-#pragma omp simd
-    for (int64_t i = 0; i < len; ++i) out[i] = in[i];
-    return;
-  }
-  for (int64_t i = 0; i < len; ++i) {
-    acc_t total = 0;
-    for (int64_t s = 0; s < n; ++s) total += in[i * n + s];
-    out[i] = total;
-  }
-}
-
-template <typename acc_t>
-MMSSM_INLINE acc_t sum_array(const acc_t* x, int64_t len) {
-  acc_t total = 0;
-  for (int64_t i = 0; i < len; ++i) total += x[i];
-  return total;
-}
-
-// ---------------------------------------------------------------------------------------
-// Host-side helpers.
+// ---- workers ----------------------------------------------------------------------------
 
 inline int64_t acc_size(ScanDType t) {
   return t == ScanDType::kFloat64 ? int64_t(sizeof(double)) : int64_t(sizeof(float));
 }
 
-// Threads for a parallel region over `work_items` items totalling `elements` state
-// updates: at most one per item, and one thread for small problems, where starting a
-// parallel region costs more than it saves.
-inline int thread_count(int32_t requested, int64_t work_items, int64_t elements) {
-#ifdef _OPENMP
-  constexpr int64_t kMinElementsPerThread = int64_t(1) << 15;
-  int64_t threads = requested > 0 ? requested : omp_get_max_threads();
-  threads = std::min<int64_t>(threads, work_items);
-  threads = std::min<int64_t>(threads, elements / kMinElementsPerThread);
-  return static_cast<int>(std::max<int64_t>(1, threads));
-#else
-  (void)requested;
-  (void)work_items;
-  (void)elements;
-  return 1;
-#endif
+// Runs item(i, scratch) for every i in [0, items) on up to p.num_threads workers of the
+// caller's pool (p.run_workers), each with its own `scratch_bytes` of 64-byte aligned
+// scratch. Items are handed out one at a time from a shared counter, so a worker that is
+// descheduled (a busy machine) delays only the item it holds, and a worker that starts
+// late finds the work done. Small problems (`elements` state updates in all) run on the
+// calling thread: starting workers would cost more than it saves. Which worker runs an
+// item never changes what the item computes.
+template <typename Item>
+void run_items(const SelectiveScanFwdParams& p, int64_t items, int64_t elements,
+               int64_t scratch_bytes, Item&& item) {
+  if (items <= 0) return;
+  constexpr int64_t kMinElementsPerWorker = int64_t(1) << 15;
+  int64_t workers = std::max<int64_t>(1, p.num_threads);
+  workers = std::min(workers, items);
+  workers = std::min(workers, elements / kMinElementsPerWorker);
+  workers = p.run_workers ? std::max<int64_t>(1, workers) : 1;
+  const int64_t stride = (scratch_bytes + 63) / 64 * 64;
+  // One allocation up front: a failure raises here, not inside a worker.
+  std::vector<char> buffer(static_cast<size_t>(workers * stride + 64));
+  char* base = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64;
+
+  if (workers == 1) {
+    for (int64_t i = 0; i < items; ++i) item(i, static_cast<void*>(base));
+    return;
+  }
+  struct Shared {
+    Item* item;
+    char* base;
+    int64_t stride, items;
+    std::atomic<int64_t> next;
+  } shared{&item, base, stride, items, {0}};
+  auto body = [](void* ctx, int32_t worker) {
+    Shared& s = *static_cast<Shared*>(ctx);
+    void* scratch = s.base + worker * s.stride;
+    for (int64_t i = s.next.fetch_add(1); i < s.items; i = s.next.fetch_add(1)) {
+      (*s.item)(i, scratch);
+    }
+  };
+  p.run_workers(static_cast<int32_t>(workers), body, &shared);
 }
 
 inline void check_common(const SelectiveScanFwdParams& p) {

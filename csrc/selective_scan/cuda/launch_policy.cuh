@@ -12,10 +12,18 @@
 namespace mmssm {
 namespace cuda_scan {
 
+// A (warps, items) pair as one value, so that the launchers can `switch` over the
+// instantiated tiers: `case tier_key(1, 8):`.
+enum class TierKey : int {};
+constexpr TierKey tier_key(int warps, int items) {
+  return static_cast<TierKey>(warps * 100 + items);  // items < 100
+}
+
 struct Tier {
   int warps;  // warps per row: 1, 2 or 4
   int items;  // consecutive positions per thread: 2, 4 or 8
   int64_t tile() const { return int64_t{32} * warps * items; }
+  constexpr TierKey key() const { return tier_key(warps, items); }
 };
 
 // Long sequences over few (batch, channel) rows (detection: batch 2, L = 64000) need

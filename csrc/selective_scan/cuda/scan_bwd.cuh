@@ -303,12 +303,12 @@ template <typename T>
 int launch_selective_scan_bwd(const SelectiveScanBwdParams& p, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   const Tier tier = backward_tier_for_chunk(p.chunk_size);
-  switch (tier.warps * 100 + tier.items) {
-    case 102: return launch_bwd_tier<T, 1, 2>(p, s);
-    case 104: return launch_bwd_tier<T, 1, 4>(p, s);
-    case 108: return launch_bwd_tier<T, 1, 8>(p, s);
-    case 208: return launch_bwd_tier<T, 2, 8>(p, s);
-    case 408: return launch_bwd_tier<T, 4, 8>(p, s);
+  switch (tier.key()) {
+    case tier_key(1, 2): return launch_bwd_tier<T, 1, 2>(p, s);
+    case tier_key(1, 4): return launch_bwd_tier<T, 1, 4>(p, s);
+    case tier_key(1, 8): return launch_bwd_tier<T, 1, 8>(p, s);
+    case tier_key(2, 8): return launch_bwd_tier<T, 2, 8>(p, s);
+    case tier_key(4, 8): return launch_bwd_tier<T, 4, 8>(p, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "../scan.h"
+#include "../scan_math.h"
 
 #if defined(MMSSM_SCAN_EMULATION)
 #include "tests/cuda_emulation.h"
@@ -46,8 +47,6 @@ constexpr int kMaxThreadsPerBlock = kMaxWarpsPerBlock * kWarpSize;
 constexpr int kFwdMinBlocks = 4;
 constexpr int kBwdMinBlocks = 3;
 constexpr float kLog2e = 1.4426950408889634f;
-// Above this pre-activation, softplus is the identity (torch's threshold, spec §1.1).
-constexpr float kSoftplusThreshold = 20.f;
 
 #if !defined(MMSSM_SCAN_EMULATION)
 // Start of the block's dynamic shared memory.
@@ -75,18 +74,25 @@ template <>
 MMSSM_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // ---------------------------------------------------------------------------------
-// Scalar math.
-MMSSM_DEVICE float softplus(float x) {
-  return x <= kSoftplusThreshold ? log1pf(expf(x)) : x;
-}
+// Scalar math: the formulas of ../scan_math.h (shared with the CPU kernels) on the
+// device's primitives.
+struct DeviceMath {
+  __host__ __device__ __forceinline__ static float exp(float x) { return expf(x); }
+  __host__ __device__ __forceinline__ static float log1p_unit(float e) { return log1pf(e); }
+  __host__ __device__ __forceinline__ static float expm1_nonpos(float x) { return expm1f(x); }
+  __host__ __device__ __forceinline__ static float abs(float x) { return fabsf(x); }
+  __host__ __device__ __forceinline__ static float relu(float x) { return fmaxf(x, 0.f); }
+  __host__ __device__ __forceinline__ static float ones_like(float) { return 1.f; }
+  __host__ __device__ __forceinline__ static float select(bool m, float a, float b) {
+    return m ? a : b;
+  }
+};
 
-MMSSM_DEVICE float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
-// d softplus(x) / dx expressed through y = softplus(x): sigmoid(x) = 1 - exp(-y).
-// Above the threshold softplus is the identity, so the derivative is 1 (y > 20 exactly
-// when x > 20 in fp32). expm1f keeps full precision for tiny y.
+MMSSM_DEVICE float softplus(float x) { return scan_math::softplus<DeviceMath>(x); }
+MMSSM_DEVICE float sigmoid(float x) { return scan_math::sigmoid<DeviceMath>(x); }
+// d softplus / dx from the output (the kernels keep dt = softplus(x), not x).
 MMSSM_DEVICE float softplus_grad_from_output(float y) {
-  return y > kSoftplusThreshold ? 1.f : -expm1f(-y);
+  return scan_math::softplus_grad_from_output<DeviceMath>(y);
 }
 
 // ---------------------------------------------------------------------------------

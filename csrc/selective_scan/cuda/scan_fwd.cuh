@@ -175,12 +175,12 @@ int launch_fwd_tier(const SelectiveScanFwdParams& p, cudaStream_t stream) {
 template <typename T>
 int launch_selective_scan_fwd(const SelectiveScanFwdParams& p, void* stream, Tier tier) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (tier.warps * 100 + tier.items) {
-    case 102: return launch_fwd_tier<T, 1, 2>(p, s);
-    case 104: return launch_fwd_tier<T, 1, 4>(p, s);
-    case 108: return launch_fwd_tier<T, 1, 8>(p, s);
-    case 208: return launch_fwd_tier<T, 2, 8>(p, s);
-    case 408: return launch_fwd_tier<T, 4, 8>(p, s);
+  switch (tier.key()) {
+    case tier_key(1, 2): return launch_fwd_tier<T, 1, 2>(p, s);
+    case tier_key(1, 4): return launch_fwd_tier<T, 1, 4>(p, s);
+    case tier_key(1, 8): return launch_fwd_tier<T, 1, 8>(p, s);
+    case tier_key(2, 8): return launch_fwd_tier<T, 2, 8>(p, s);
+    case tier_key(4, 8): return launch_fwd_tier<T, 4, 8>(p, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }

@@ -1,0 +1,700 @@
+// CPU selective-scan kernels, forward and backward. Torch-free.
+//
+// Included once per instruction set by scan_cpu_kernels_{generic,v3,v4}.cpp, which set
+// MMSSM_CPU_ISA_NS / MMSSM_CPU_ISA_LEVEL (and the target) first; each defines that
+// namespace's `kernels` table (scan_cpu_common.h). The drivers (scan_cpu_fwd.cpp,
+// scan_cpu_bwd.cpp) check the arguments, split the work and pick the table.
+//
+// Design
+// - Work is split in tiles of W channels of one (batch, group) (TileGrid; W = the SIMD
+//   width: 16 floats with AVX-512, 8 with AVX2, 4 with SSE / NEON): the channels of a tile
+//   sit side by side in the lanes of a SIMD register (simd.h), so one time step of every
+//   channel's recurrence is one vector operation per state, and B / C, shared by the
+//   group, are scalar broadcasts. No horizontal operation is needed in the forward; the
+//   backward's sums over channels (dB, dC) use a reduction tree (lane_sums) over W
+//   products at a time.
+// - The sequence is walked in blocks of kBlock (64) steps. A block of u / delta / z /
+//   dout is moved into the lane layout by W x W register transposes (load_lanes) and
+//   the results moved back (store_lanes); B / C of the block are converted to acc_t once.
+// - Per step and state: a = exp(dt A) = 2^(dt A log2 e), h = a h + dt u B, y += C h, with
+//   exp2, softplus and the gate computed by branch-free polynomials on the vectors
+//   (cpu_math.h, with the formulas shared with CUDA in ../scan_math.h). States are
+//   advanced through a block in groups of 8 whose states stay in registers
+//   (advance_states).
+// - The forward stores the state after every block in `chunk_states` (if given); the
+//   backward restarts each block from it (or from a first recurrence-only pass without
+//   them), keeps the block's states, and runs the adjoint recurrence
+//       g_l = C_l dy_l + a_{l+1} g_{l+1}
+//   backwards through the block; every gradient term is element-wise in g, h and the
+//   inputs (shared/specs/selective_scan.md §1.2).
+// - Nothing is reduced across tiles except dB / dC / dA / dD / d delta_bias, in an order
+//   fixed by the shapes (see BwdItem): results are bit-identical for any number of
+//   threads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+
+#include "../scan_math.h"
+#include "cpu_math.h"
+#include "scan_cpu_common.h"
+#include "simd.h"
+
+namespace mmssm {
+namespace cpu {
+namespace MMSSM_CPU_ISA_NS {
+
+using M = CpuMath;
+
+// ---- lane layout ------------------------------------------------------------------------
+
+// dst[i] for i < len (len <= kBlock): lane w = row w of `src` at position i, where row w
+// starts at src + w * row_stride, for w < lanes; 0 in the other lanes. The vectors from
+// len up to the next multiple of the width W are written too (zeros).
+template <typename in_t>
+MMSSM_INLINE void load_lanes(const in_t* src, int64_t row_stride, int64_t lanes,
+                             int64_t len, Vec<acc_of<in_t>>* dst) {
+  using V = Vec<acc_of<in_t>>;
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  for (int64_t q = 0; q * kW < len; ++q) {
+    const int64_t valid = std::min<int64_t>(kW, len - q * kW);
+    V v[kW];
+    if (lanes == kW && valid == kW) {
+#pragma GCC unroll 16
+      for (int w = 0; w < kW; ++w) v[w] = load_acc(src + w * row_stride + q * kW);
+    } else {
+      for (int w = 0; w < kW; ++w) {
+        in_t padded[kW];
+        std::memset(static_cast<void*>(padded), 0, sizeof(padded));
+        if (w < lanes) {
+          std::memcpy(static_cast<void*>(padded), src + w * row_stride + q * kW,
+                      valid * sizeof(in_t));
+        }
+        v[w] = load_acc(padded);
+      }
+    }
+    transpose_square(v);
+#pragma GCC unroll 16
+    for (int c = 0; c < kW; ++c) dst[q * kW + c] = v[c];
+  }
+}
+
+// Software prefetch of positions [0, len) of rows w < lanes (row w at src + w * row_stride):
+// the next block of a tile's input rows (many rows, walked backwards in the backward
+// pass, are more streams than the hardware prefetchers follow).
+template <typename T>
+MMSSM_INLINE void prefetch_rows(const T* src, int64_t row_stride, int64_t lanes,
+                                int64_t len) {
+  if (src == nullptr) return;
+  for (int64_t w = 0; w < lanes; ++w) {
+    const char* row = reinterpret_cast<const char*>(src + w * row_stride);
+    for (int64_t off = 0; off < len * static_cast<int64_t>(sizeof(T)); off += 64) {
+      __builtin_prefetch(row + off);
+    }
+  }
+}
+
+// The inverse: row w of `dst` at positions [0, len) = lane w of src[0 .. len), w < lanes.
+// Reads src up to the next multiple of W (those vectors must be initialised).
+template <typename in_t>
+MMSSM_INLINE void store_lanes(const Vec<acc_of<in_t>>* src, in_t* dst, int64_t row_stride,
+                              int64_t lanes, int64_t len) {
+  using V = Vec<acc_of<in_t>>;
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  for (int64_t q = 0; q * kW < len; ++q) {
+    const int64_t valid = std::min<int64_t>(kW, len - q * kW);
+    V v[kW];
+#pragma GCC unroll 16
+    for (int c = 0; c < kW; ++c) v[c] = src[q * kW + c];
+    transpose_square(v);
+    if (lanes == kW && valid == kW) {
+#pragma GCC unroll 16
+      for (int w = 0; w < kW; ++w) store_acc(dst + w * row_stride + q * kW, v[w]);
+    } else {
+      for (int64_t w = 0; w < lanes; ++w) {
+        in_t padded[kW];
+        store_acc(padded, v[w]);
+        std::memcpy(static_cast<void*>(dst + w * row_stride + q * kW), padded,
+                    valid * sizeof(in_t));
+      }
+    }
+  }
+}
+
+// dst[s * kBlock + i] = src[s * row_stride + i] as acc_t, for s < rows, i < len; zeros
+// from len up to the next multiple of W. (B / C of one block, state-major.)
+template <typename in_t>
+MMSSM_INLINE void load_rows(const in_t* src, int64_t row_stride, int64_t rows, int64_t len,
+                            acc_of<in_t>* dst) {
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  for (int64_t s = 0; s < rows; ++s) {
+    for (int64_t q = 0; q * kW < len; ++q) {
+      const int64_t valid = std::min<int64_t>(kW, len - q * kW);
+      const in_t* from = src + s * row_stride + q * kW;
+      if (valid == kW) {
+        store(dst + s * kBlock + q * kW, load_acc(from));
+      } else {
+        in_t padded[kW];
+        std::memset(static_cast<void*>(padded), 0, sizeof(padded));
+        std::memcpy(static_cast<void*>(padded), from, valid * sizeof(in_t));
+        store(dst + s * kBlock + q * kW, load_acc(padded));
+      }
+    }
+  }
+}
+
+// Per-channel constants of a tile as lane vectors (0 in missing lanes or without x):
+// v[s] lane w = x[(d0 + w) * n + s].
+template <typename acc_t>
+MMSSM_INLINE void lane_constants(const acc_t* x, int64_t d0, int64_t lanes, int64_t n,
+                                 Vec<acc_t>* v) {
+  for (int64_t s = 0; s < n; ++s) {
+    v[s] = Vec<acc_t>{};
+    for (int64_t w = 0; w < lanes && x; ++w) v[s][w] = x[(d0 + w) * n + s];
+  }
+}
+
+// A log2(e) as lane constants: the decays are computed as exp(dt A) = 2^(dt A log2(e)).
+template <typename acc_t>
+MMSSM_INLINE void lane_constants_log2e(const acc_t* A, int64_t d0, int64_t lanes, int64_t n,
+                                       Vec<acc_t>* v) {
+  lane_constants(A, d0, lanes, n, v);
+  for (int64_t s = 0; s < n; ++s) v[s] *= static_cast<acc_t>(1.44269504088896340736);
+}
+
+// Lane w of h[s] <-> out[w * row_stride + s] for w < lanes, s < n (missing lanes: 0).
+template <typename acc_t>
+MMSSM_INLINE void store_states(const Vec<acc_t>* h, int64_t n, int64_t lanes, acc_t* out,
+                               int64_t row_stride) {
+  for (int64_t w = 0; w < lanes; ++w) {
+    for (int64_t s = 0; s < n; ++s) out[w * row_stride + s] = h[s][w];
+  }
+}
+template <typename acc_t>
+MMSSM_INLINE void load_states(const acc_t* in, int64_t row_stride, int64_t n, int64_t lanes,
+                              Vec<acc_t>* h) {
+  for (int64_t s = 0; s < n; ++s) {
+    h[s] = Vec<acc_t>{};
+    for (int64_t w = 0; w < lanes; ++w) h[s][w] = in[w * row_stride + s];
+  }
+}
+
+// ---- the recurrence over one block ------------------------------------------------------
+
+// States are advanced in groups of up to kStateGroup, whose states stay in registers.
+constexpr int kStateGroup = 8;
+
+// The group sizes: kG when known at compile time (N = 1: 1, N % 8 == 0: 8), else 0.
+template <int kN>
+constexpr int group_size() {
+  return kN == 1 ? 1 : (kN > 0 && kN % kStateGroup == 0) ? kStateGroup : 0;
+}
+
+// Per step of a block: dt = softplus(delta + bias) (or delta + bias) and dt * u.
+template <typename V>
+MMSSM_INLINE void time_steps(const V* delta, const V* u, const V& bias, bool softplus,
+                             int64_t len, V* dt, V* dtu) {
+  if (softplus) {
+    for (int64_t i = 0; i < len; ++i) {
+      const V d = scan_math::softplus<M>(delta[i] + bias);
+      dt[i] = d;
+      dtu[i] = d * u[i];
+    }
+  } else {
+    for (int64_t i = 0; i < len; ++i) {
+      const V d = delta[i] + bias;
+      dt[i] = d;
+      dtu[i] = d * u[i];
+    }
+  }
+}
+
+// Advances the states h[0 .. kn) of one group (kG = kn when known at compile time, else
+// 0) through `len` steps of a block: h_k = 2^(dt A2_k) h_k + dt u B_k (A2 = A log2(e)).
+// A2[k]: the group's lane constants, B / C: its (state, step) rows (stride kBlock).
+// kY: y[i] += sum_k C_k h_k after step i. kH: H[i * kn + k] = h_k after step i.
+template <int kG, bool kY, bool kH, typename V, typename acc_t>
+MMSSM_INLINE void advance_states(V* h, int64_t kn, const V* A2, const acc_t* B,
+                                 const acc_t* C, const V* dt, const V* dtu, int64_t len,
+                                 V* y, V* H) {
+  constexpr int kMax = kG > 0 ? kG : kStateGroup;
+  const int64_t n = kG > 0 ? kG : kn;
+  V hk[kMax] = {}, Ak[kMax] = {};
+#pragma GCC unroll 8
+  for (int64_t k = 0; k < n; ++k) {
+    hk[k] = h[k];
+    Ak[k] = A2[k];
+  }
+  for (int64_t i = 0; i < len; ++i) {
+    const V d = dt[i], du = dtu[i];
+    V y0{}, y1{};
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) {
+      hk[k] = M::exp2(d * Ak[k]) * hk[k] + du * B[k * kBlock + i];
+      if (kY) {
+        if (k & 1) {
+          y1 += C[k * kBlock + i] * hk[k];
+        } else {
+          y0 += C[k * kBlock + i] * hk[k];
+        }
+      }
+      if (kH) H[i * n + k] = hk[k];
+    }
+    if (kY) y[i] += y0 + y1;
+  }
+#pragma GCC unroll 8
+  for (int64_t k = 0; k < n; ++k) h[k] = hk[k];
+}
+
+// advance_states for every group of states [k0, k0 + 8) of the n. With kH, group k0's
+// (len, kn) states start at H + k0 * kBlock.
+template <int kN, bool kY, bool kH, typename V, typename acc_t>
+MMSSM_INLINE void advance_all_states(V* h, int64_t n, const V* A2, const acc_t* B,
+                                     const acc_t* C, const V* dt, const V* dtu,
+                                     int64_t len, V* y, V* H) {
+  constexpr int kG = group_size<kN>();
+  for (int64_t k0 = 0; k0 < n; k0 += kStateGroup) {
+    const int64_t kn = std::min<int64_t>(kStateGroup, n - k0);
+    advance_states<kG, kY, kH>(h + k0, kn, A2 + k0, B + k0 * kBlock, C + k0 * kBlock, dt,
+                               dtu, len, y, kH ? H + k0 * kBlock : H);
+  }
+}
+
+// ---- forward ----------------------------------------------------------------------------
+
+// Lane-layout scratch of one forward tile.
+template <typename acc_t>
+struct FwdScratch {
+  using V = Vec<acc_t>;
+  V *u, *delta, *z, *dt, *dtu, *y;  // (kBlock) each; y: the block's outputs
+  V *A2, *h;                         // (n): A log2(e), state
+  acc_t *B, *C;                      // (n, kBlock)
+
+  static int64_t bytes(int64_t n) {
+    return static_cast<int64_t>(sizeof(V)) * (6 * kBlock + 2 * n) +
+           static_cast<int64_t>(sizeof(acc_t)) * 2 * n * kBlock;
+  }
+  MMSSM_INLINE FwdScratch(void* base, int64_t n) {
+    V* v = static_cast<V*>(base);
+    u = v;
+    delta = u + kBlock;
+    z = delta + kBlock;
+    dt = z + kBlock;
+    dtu = dt + kBlock;
+    y = dtu + kBlock;
+    A2 = y + kBlock;
+    h = A2 + n;
+    B = reinterpret_cast<acc_t*>(h + n);
+    C = B + n * kBlock;
+  }
+};
+
+// One tile (kN: compile-time N, 0 = runtime).
+template <typename in_t, int kN>
+__attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const Tile& t,
+                                        void* scratch) {
+  using acc_t = acc_of<in_t>;
+  using V = Vec<acc_t>;
+  const int64_t n = kN > 0 ? kN : p.dstate;
+  const int64_t L = p.seqlen;
+  const int64_t lanes = t.lanes;
+  FwdScratch<acc_t> s(scratch, n);
+
+  const in_t* u = static_cast<const in_t*>(p.u) + t.b * p.u_batch_stride +
+                  t.d0 * p.u_dim_stride;
+  const in_t* delta = static_cast<const in_t*>(p.delta) + t.b * p.delta_batch_stride +
+                      t.d0 * p.delta_dim_stride;
+  const in_t* z = p.z ? static_cast<const in_t*>(p.z) + t.b * p.z_batch_stride +
+                            t.d0 * p.z_dim_stride
+                      : nullptr;
+  const in_t* B = static_cast<const in_t*>(p.B) + t.b * p.B_batch_stride +
+                  t.g * p.B_group_stride;
+  const in_t* C = static_cast<const in_t*>(p.C) + t.b * p.C_batch_stride +
+                  t.g * p.C_group_stride;
+  const int64_t row0 = t.b * p.dim + t.d0;  // first row of the contiguous outputs
+  in_t* out = static_cast<in_t*>(p.out) + row0 * L;
+
+  lane_constants_log2e(static_cast<const acc_t*>(p.A), t.d0, lanes, n, s.A2);
+  V bias, Dv;
+  lane_constants(static_cast<const acc_t*>(p.delta_bias), t.d0, lanes, 1, &bias);
+  lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
+  for (int64_t k = 0; k < n; ++k) s.h[k] = V{};
+
+  for (int64_t l0 = 0, c = 0; l0 < L; l0 += kBlock, ++c) {
+    const int64_t len = std::min(kBlock, L - l0);
+    if (l0 + kBlock < L) {
+      const int64_t next = std::min(kBlock, L - l0 - kBlock);
+      prefetch_rows(u + l0 + kBlock, p.u_dim_stride, lanes, next);
+      prefetch_rows(delta + l0 + kBlock, p.delta_dim_stride, lanes, next);
+      if (z) prefetch_rows(z + l0 + kBlock, p.z_dim_stride, lanes, next);
+    }
+    load_lanes(u + l0, p.u_dim_stride, lanes, len, s.u);
+    load_lanes(delta + l0, p.delta_dim_stride, lanes, len, s.delta);
+    load_rows(B + l0, p.B_dstate_stride, n, len, s.B);
+    load_rows(C + l0, p.C_dstate_stride, n, len, s.C);
+    time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
+    for (int64_t i = 0; i < len; ++i) s.y[i] = Dv * s.u[i];
+    advance_all_states<kN, true, false>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len, s.y,
+                                        static_cast<V*>(nullptr));
+    if (z) {
+      load_lanes(z + l0, p.z_dim_stride, lanes, len, s.z);
+      for (int64_t i = 0; i < len; ++i) s.y[i] *= scan_math::silu<M>(s.z[i]);
+    }
+    for (int64_t i = len; i % kLanes<acc_t>; ++i) s.y[i] = V{};  // whole squares
+    store_lanes(s.y, out + l0, L, lanes, len);
+    if (p.chunk_states) {
+      acc_t* saved = static_cast<acc_t*>(p.chunk_states) + (row0 * p.n_chunks + c) * n;
+      store_states(s.h, n, lanes, saved, p.n_chunks * n);
+    }
+  }
+  if (p.last_state) {
+    store_states(s.h, n, lanes, static_cast<acc_t*>(p.last_state) + row0 * n, n);
+  }
+}
+
+// ---- backward ---------------------------------------------------------------------------
+
+// Sums over the lanes of W vectors at a time, added to out_a[at[j]] / out_b[at[j]].
+template <typename acc_t>
+struct LaneSums {
+  using V = Vec<acc_t>;
+  static constexpr int kW = kLanes<acc_t>;
+  V a[kW], b[kW];
+  int64_t at[kW];
+  int count = 0;
+
+  MMSSM_INLINE void push(const V& va, const V& vb, int64_t index, acc_t* out_a,
+                         acc_t* out_b) {
+    a[count] = va;
+    b[count] = vb;
+    at[count] = index;
+    if (++count == kW) flush(out_a, out_b);
+  }
+  MMSSM_INLINE void flush(acc_t* out_a, acc_t* out_b) {
+    if (count == 0) return;
+    for (int j = count; j < kW; ++j) a[j] = b[j] = V{};
+    const V sa = lane_sums(a), sb = lane_sums(b);
+    for (int j = 0; j < count; ++j) {
+      out_a[at[j]] += sa[j];
+      out_b[at[j]] += sb[j];
+    }
+    count = 0;
+  }
+};
+
+// Lane-layout scratch of one backward tile.
+template <typename acc_t>
+struct BwdScratch {
+  using V = Vec<acc_t>;
+  // (kBlock) each
+  V *u, *delta, *dout, *z, *dt, *dtu, *dy, *y, *du, *ddt;
+  V *A, *A2, *h, *h0, *g, *next_a, *dA;  // (n) each; A2 = A log2(e), h0: block start
+  V* H;                             // (n, kBlock): the block's states, group-major
+  V* starts;                        // (n_blocks, n): block start states (recompute)
+  acc_t *B, *C;                     // (n, kBlock)
+  LaneSums<acc_t>* sums;
+
+  static int64_t bytes(int64_t n, int64_t n_blocks) {
+    return static_cast<int64_t>(sizeof(V)) * (10 * kBlock + 7 * n + n * kBlock +
+                                              n_blocks * n) +
+           static_cast<int64_t>(sizeof(acc_t)) * 2 * n * kBlock +
+           static_cast<int64_t>(sizeof(LaneSums<acc_t>));
+  }
+  MMSSM_INLINE BwdScratch(void* base, int64_t n, int64_t n_blocks) {
+    V* v = static_cast<V*>(base);
+    for (V** a : {&u, &delta, &dout, &z, &dt, &dtu, &dy, &y, &du, &ddt}) {
+      *a = v;
+      v += kBlock;
+    }
+    for (V** a : {&A, &A2, &h, &h0, &g, &next_a, &dA}) {
+      *a = v;
+      v += n;
+    }
+    H = v;
+    starts = H + n * kBlock;
+    sums = reinterpret_cast<LaneSums<acc_t>*>(starts + n_blocks * n);
+    B = reinterpret_cast<acc_t*>(sums + 1);
+    C = B + n * kBlock;
+  }
+};
+
+// The adjoint recurrence of one group of states (kn; kG as in advance_states) backwards
+// through a block, with the gradient terms of those states:
+//   g_k = a_{i+1,k} g_k + C_k dy_i           (next_a holds a_{i+1})
+//   du_i  += sum_k g_k B_k                   (times dt_i later)
+//   ddt_i += sum_k A_k g_k a_k h_{i-1,k}     (+ u_i du_i later)
+//   dA_k  += dt_i g_k a_k h_{i-1,k}
+//   dB_{i,k} += sum over lanes g_k dt_i u_i,  dC_{i,k} += sum over lanes dy_i h_{i,k}
+// H: the group's states (i * kn + k), h0: its states before step 0. dB / dC: the block's
+// (len, n) time-major partial rows; k0: the group's first state.
+template <int kG, typename V, typename acc_t>
+MMSSM_INLINE void adjoint_states(const BwdScratch<acc_t>& s, int64_t k0, int64_t kn,
+                                 int64_t n, int64_t len, const V* H, acc_t* dB,
+                                 acc_t* dC) {
+  constexpr int kMax = kG > 0 ? kG : kStateGroup;
+  const int64_t m = kG > 0 ? kG : kn;
+  const acc_t* B = s.B + k0 * kBlock;
+  const acc_t* C = s.C + k0 * kBlock;
+  V g[kMax] = {}, na[kMax] = {};
+#pragma GCC unroll 8
+  for (int64_t k = 0; k < m; ++k) {
+    g[k] = s.g[k0 + k];
+    na[k] = s.next_a[k0 + k];
+  }
+  for (int64_t i = len - 1; i >= 0; --i) {
+    const V dt = s.dt[i], dtu = s.dtu[i], dy = s.dy[i];
+    V du{}, ddt{};
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < m; ++k) {
+      const V A = s.A[k0 + k];
+      const V a = M::exp2(dt * s.A2[k0 + k]);
+      const V h_prev = i > 0 ? H[(i - 1) * m + k] : s.h0[k0 + k];
+      const V ahp = a * h_prev;
+      g[k] = na[k] * g[k] + C[k * kBlock + i] * dy;
+      na[k] = a;
+      du += g[k] * B[k * kBlock + i];
+      const V ga = g[k] * ahp;
+      ddt += A * ga;
+      s.dA[k0 + k] += dt * ga;
+      s.sums->push(g[k] * dtu, dy * H[i * m + k], i * n + k0 + k, dB, dC);
+    }
+    s.du[i] += du;
+    s.ddt[i] += ddt;
+  }
+  s.sums->flush(dB, dC);
+#pragma GCC unroll 8
+  for (int64_t k = 0; k < m; ++k) {
+    s.g[k0 + k] = g[k];
+    s.next_a[k0 + k] = na[k];
+  }
+}
+
+// One tile of the backward; dB_part / dC_part: the item's (L, N) time-major partials.
+template <typename in_t, int kN>
+__attribute__((noinline)) void bwd_tile(const SelectiveScanBwdParams& p, const Tile& t,
+                                        acc_of<in_t>* dB_part, acc_of<in_t>* dC_part,
+                                        const BwdPartials& part, void* scratch) {
+  using acc_t = acc_of<in_t>;
+  using V = Vec<acc_t>;
+  constexpr int kG = group_size<kN>();
+  const int64_t n = kN > 0 ? kN : p.dstate;
+  const int64_t L = p.seqlen;
+  const int64_t n_blocks = (L + kBlock - 1) / kBlock;
+  const int64_t lanes = t.lanes;
+  BwdScratch<acc_t> s(scratch, n, n_blocks);
+  s.sums->count = 0;
+
+  const in_t* u = static_cast<const in_t*>(p.u) + t.b * p.u_batch_stride +
+                  t.d0 * p.u_dim_stride;
+  const in_t* delta = static_cast<const in_t*>(p.delta) + t.b * p.delta_batch_stride +
+                      t.d0 * p.delta_dim_stride;
+  const in_t* z = p.z ? static_cast<const in_t*>(p.z) + t.b * p.z_batch_stride +
+                            t.d0 * p.z_dim_stride
+                      : nullptr;
+  const in_t* dout = static_cast<const in_t*>(p.dout) + t.b * p.dout_batch_stride +
+                     t.d0 * p.dout_dim_stride;
+  const in_t* B = static_cast<const in_t*>(p.B) + t.b * p.B_batch_stride +
+                  t.g * p.B_group_stride;
+  const in_t* C = static_cast<const in_t*>(p.C) + t.b * p.C_batch_stride +
+                  t.g * p.C_group_stride;
+  const int64_t row0 = t.b * p.dim + t.d0;
+  in_t* du_out = static_cast<in_t*>(p.du) + row0 * L;
+  in_t* ddelta_out = static_cast<in_t*>(p.ddelta) + row0 * L;
+  in_t* dz_out = p.z ? static_cast<in_t*>(p.dz) + row0 * L : nullptr;
+
+  lane_constants(static_cast<const acc_t*>(p.A), t.d0, lanes, n, s.A);
+  lane_constants_log2e(static_cast<const acc_t*>(p.A), t.d0, lanes, n, s.A2);
+  V bias, Dv;
+  lane_constants(static_cast<const acc_t*>(p.delta_bias), t.d0, lanes, 1, &bias);
+  lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
+  const acc_t* saved = static_cast<const acc_t*>(p.chunk_states);
+
+  auto load_block = [&](int64_t l0, int64_t len) MMSSM_LAMBDA_INLINE {
+    load_lanes(u + l0, p.u_dim_stride, lanes, len, s.u);
+    load_lanes(delta + l0, p.delta_dim_stride, lanes, len, s.delta);
+    load_rows(B + l0, p.B_dstate_stride, n, len, s.B);
+    time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
+  };
+
+  // Without the forward's chunk states: one recurrence-only pass for the block starts.
+  if (saved == nullptr) {
+    for (int64_t k = 0; k < n; ++k) s.h[k] = V{};
+    for (int64_t c = 0; c < n_blocks; ++c) {
+      for (int64_t k = 0; k < n; ++k) s.starts[c * n + k] = s.h[k];
+      if (c + 1 == n_blocks) break;
+      load_block(c * kBlock, kBlock);
+      advance_all_states<kN, false, false>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, kBlock,
+                                           static_cast<V*>(nullptr),
+                                           static_cast<V*>(nullptr));
+    }
+  }
+
+  for (int64_t k = 0; k < n; ++k) s.g[k] = s.next_a[k] = s.dA[k] = V{};
+  V accD{}, accBias{};
+  for (int64_t c = n_blocks - 1; c >= 0; --c) {
+    const int64_t l0 = c * kBlock;
+    const int64_t len = std::min(kBlock, L - l0);
+    if (c > 0) {  // the block processed next
+      const int64_t prev = l0 - kBlock;
+      prefetch_rows(u + prev, p.u_dim_stride, lanes, kBlock);
+      prefetch_rows(delta + prev, p.delta_dim_stride, lanes, kBlock);
+      prefetch_rows(dout + prev, p.dout_dim_stride, lanes, kBlock);
+      if (z) prefetch_rows(z + prev, p.z_dim_stride, lanes, kBlock);
+    }
+    load_block(l0, len);
+    load_rows(C + l0, p.C_dstate_stride, n, len, s.C);
+    load_lanes(dout + l0, p.dout_dim_stride, lanes, len, s.dout);
+    // Gradient reaching y = sum C h + D u (before the gate): dout * silu(z).
+    if (z) {
+      load_lanes(z + l0, p.z_dim_stride, lanes, len, s.z);
+      for (int64_t i = 0; i < len; ++i) {
+        s.dy[i] = s.dout[i] * scan_math::silu<M>(s.z[i]);
+        s.y[i] = Dv * s.u[i];
+      }
+    } else {
+      for (int64_t i = 0; i < len; ++i) s.dy[i] = s.dout[i];
+    }
+
+    // The block's states, from the state at its start.
+    if (saved == nullptr) {
+      for (int64_t k = 0; k < n; ++k) s.h0[k] = s.starts[c * n + k];
+    } else if (c == 0) {
+      for (int64_t k = 0; k < n; ++k) s.h0[k] = V{};
+    } else {
+      load_states(saved + (row0 * p.n_chunks + c - 1) * n, p.n_chunks * n, n, lanes, s.h0);
+    }
+    for (int64_t k = 0; k < n; ++k) s.h[k] = s.h0[k];
+    if (z) {
+      advance_all_states<kN, true, true>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len, s.y,
+                                         s.H);
+    } else {
+      advance_all_states<kN, false, true>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len,
+                                          static_cast<V*>(nullptr), s.H);
+    }
+
+    // Adjoint recurrence, group by group.
+    for (int64_t i = 0; i < len; ++i) s.du[i] = s.ddt[i] = V{};
+    acc_t* dB = dB_part + l0 * n;
+    acc_t* dC = dC_part + l0 * n;
+    for (int64_t k0 = 0; k0 < n; k0 += kStateGroup) {
+      const int64_t kn = std::min<int64_t>(kStateGroup, n - k0);
+      adjoint_states<kG>(s, k0, kn, n, len, s.H + k0 * kBlock, dB, dC);
+    }
+
+    // Per-step gradients.
+    for (int64_t i = 0; i < len; ++i) {
+      const V ui = s.u[i], dti = s.dt[i], dyi = s.dy[i];
+      V ddt = s.ddt[i] + ui * s.du[i];
+      if (p.delta_softplus) ddt *= scan_math::softplus_grad_from_output<M>(dti);
+      s.du[i] = Dv * dyi + dti * s.du[i];
+      s.ddt[i] = ddt;
+      accD += dyi * ui;
+      accBias += ddt;
+      if (z) {
+        const V zi = s.z[i];
+        s.y[i] = s.dout[i] * s.y[i] *
+                 scan_math::silu_grad<M>(zi, scan_math::sigmoid<M>(zi));  // dz
+      }
+    }
+    for (int64_t i = len; i % kLanes<acc_t>; ++i) s.du[i] = s.ddt[i] = s.y[i] = V{};
+    store_lanes(s.du, du_out + l0, L, lanes, len);
+    store_lanes(s.ddt, ddelta_out + l0, L, lanes, len);
+    if (z) store_lanes(s.y, dz_out + l0, L, lanes, len);
+  }
+
+  store_states(s.dA, n, lanes, static_cast<acc_t*>(part.dA) + row0 * n, n);
+  store_states(&accD, 1, lanes, static_cast<acc_t*>(part.dD) + row0, 1);
+  store_states(&accBias, 1, lanes, static_cast<acc_t*>(part.dbias) + row0, 1);
+}
+
+// ---- entry points -----------------------------------------------------------------------
+
+// Calls Kernel<in_t, kN>::run(args...) for the input dtype of p and N = 1, 16 or other.
+template <template <typename, int> class Kernel, typename... Args>
+MMSSM_INLINE void dispatch_dtype_n(const SelectiveScanFwdParams& p, Args&&... args) {
+  auto with_n = [&](auto in_tag) MMSSM_LAMBDA_INLINE {
+    using in_t = decltype(in_tag);
+    switch (p.dstate) {
+      case 1: Kernel<in_t, 1>::run(args...); break;
+      case 16: Kernel<in_t, 16>::run(args...); break;
+      default: Kernel<in_t, 0>::run(args...); break;
+    }
+  };
+  switch (p.input_type) {
+    case ScanDType::kFloat32: with_n(float{}); break;
+    case ScanDType::kFloat16: with_n(half_bits{}); break;
+    case ScanDType::kBFloat16: with_n(bf16_bits{}); break;
+    case ScanDType::kFloat64:
+      // fp64 always runs the generic build (kernels_for); not compiled elsewhere.
+      if constexpr (MMSSM_CPU_ISA_LEVEL == 0) with_n(double{});
+      break;
+  }
+}
+
+template <typename in_t, int kN>
+struct FwdTile {
+  static MMSSM_INLINE void run(const SelectiveScanFwdParams& p, const Tile& t, void* s) {
+    fwd_tile<in_t, kN>(p, t, s);
+  }
+};
+
+template <typename in_t, int kN>
+struct BwdItemTiles {
+  static MMSSM_INLINE void run(const SelectiveScanBwdParams& p, const BwdItem& item,
+                               const TileGrid& grid, const BwdPartials& part,
+                               int64_t slices, void* scratch) {
+    using acc_t = acc_of<in_t>;
+    const int64_t n = p.dstate, L = p.seqlen;
+    const int64_t slab = ((item.slice * p.batch + item.b) * p.n_groups + item.g) * L * n;
+    // (With one slice and N == 1 the driver points part.dB / dC at dB / dC themselves:
+    // their (N, L) layout is then the (L, N) one.)
+    (void)slices;
+    acc_t* dB = static_cast<acc_t*>(part.dB) + slab;
+    acc_t* dC = static_cast<acc_t*>(part.dC) + slab;
+    for (int64_t j = item.tile_begin; j < item.tile_end; ++j) {
+      bwd_tile<in_t, kN>(p, grid.at(item.b, item.g, j), dB, dC, part, scratch);
+    }
+  }
+};
+
+inline int64_t tile_width(const SelectiveScanFwdParams& p) {
+  return p.input_type == ScanDType::kFloat64 ? kLanes<double> : kLanes<float>;
+}
+
+inline int64_t fwd_scratch_bytes(const SelectiveScanFwdParams& p) {
+  return p.input_type == ScanDType::kFloat64 ? FwdScratch<double>::bytes(p.dstate)
+                                             : FwdScratch<float>::bytes(p.dstate);
+}
+
+inline int64_t bwd_scratch_bytes(const SelectiveScanBwdParams& p) {
+  const int64_t n_blocks = (p.seqlen + kBlock - 1) / kBlock;
+  return p.input_type == ScanDType::kFloat64 ? BwdScratch<double>::bytes(p.dstate, n_blocks)
+                                             : BwdScratch<float>::bytes(p.dstate, n_blocks);
+}
+
+inline void fwd_tile_entry(const SelectiveScanFwdParams& p, const Tile& t, void* scratch) {
+  dispatch_dtype_n<FwdTile>(p, p, t, scratch);
+}
+
+inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
+                           const TileGrid& grid, const BwdPartials& part, int64_t slices,
+                           void* scratch) {
+  dispatch_dtype_n<BwdItemTiles>(p, p, item, grid, part, slices, scratch);
+}
+
+}  // namespace MMSSM_CPU_ISA_NS
+}  // namespace cpu
+}  // namespace mmssm
+
+// Defines this instruction set's kernel table (once per scan_cpu_kernels_*.cpp).
+#define MMSSM_DEFINE_CPU_KERNELS                                                   \
+  namespace mmssm {                                                               \
+  namespace cpu {                                                                 \
+  namespace MMSSM_CPU_ISA_NS {                                                    \
+  const Kernels kernels = {tile_width, fwd_scratch_bytes, bwd_scratch_bytes,       \
+                           fwd_tile_entry, bwd_item_entry};                       \
+  }                                                                               \
+  }                                                                               \
+  }
