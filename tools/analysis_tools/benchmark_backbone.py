@@ -419,11 +419,38 @@ def parse_args(argv=None):
                              'what it measured)')
     parser.add_argument('--title', default=None,
                         help='heading of the --markdown section')
+    peers = parser.add_argument_group(
+        'peer comparison (CPU)', '--peers replaces the default-vs-torch table with the '
+        'issue-16 report: the mmssm models (--models, default the papers\' tiny sizes) and '
+        'mmpretrain backbones at each --sizes, their MACs (mmssm.apis.analysis.count_flops) '
+        'and fraction of the in-process torch.mm rate, then growth, training step and '
+        'thread scaling, with the targets met or not')
+    peers.add_argument('--peers', nargs='*', default=None, choices=sorted(PEERS),
+                       metavar='PEER', help=f'mmpretrain peers: {", ".join(PEERS)} (all '
+                                            'four when given without names)')
+    peers.add_argument('--growth-size', type=int, default=896,
+                       help='also time the first model and swin-t here (0: skip)')
+    peers.add_argument('--train-batch', type=int, default=2,
+                       help='training step of the first model vs swin-t at 224 (0: skip)')
+    peers.add_argument('--thread-size', type=int, default=512,
+                       help='first model with 1 vs 2 threads at this size, once with the '
+                            'default OpenMP wait policy and once with OMP_WAIT_POLICY='
+                            'PASSIVE, each in a fresh process (0: skip)')
+    peers.add_argument('--thread-probe', nargs=2, default=None, metavar=('MODEL', 'SIZE'),
+                       help=argparse.SUPPRESS)  # internal: one process per wait policy
+    peers.add_argument('--timer', choices=['wall', 'process'], default='wall',
+                       help="'process': CPU time for the single-thread measurements "
+                            '(the work alone on a shared machine)')
     args = parser.parse_args(argv)
+    args.models_given = '--models' in (sys.argv[1:] if argv is None else argv)
     on_cuda = args.device.startswith('cuda')
     args.batch = args.batch or (8 if on_cuda else 1)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-    args.iters = args.iters or (20 if on_cuda else 2)
+    args.iters = args.iters or (20 if on_cuda else (5 if args.peers is not None else 2))
+    if args.peers is not None:
+        if on_cuda:
+            parser.error('--peers compares CPU times')
+        args.peers = args.peers or list(PEERS)
     if args.torch_warmup is None:
         args.torch_warmup = min(args.warmup, 1)
     return args
@@ -444,8 +471,285 @@ def write_outputs(args, header: List[str], results: List[Result], done: bool) ->
         args.markdown.write_text('\n'.join(lines))
 
 
+
+# ---------------------------------------------------------------------------------------
+# --peers: mmssm backbones against mmpretrain's (issue 16's targets), CPU
+# ---------------------------------------------------------------------------------------
+# The mmssm models of the comparison (the sizes of the papers' tables) and the peers.
+PEER_MODELS = ['vmamba:tiny_s1l8', 'msvmamba:tiny', 'efficientvmamba:tiny', 'mobilemamba:b1',
+               'vim:tiny']
+PEERS = {
+    # pad_small_map: maps under the 7 x 7 window (inputs under 224) are padded, not refused
+    'swin-t': ('SwinTransformer', dict(arch='tiny', pad_small_map=True), True),
+    'convnext-t': ('ConvNeXt', dict(arch='tiny'), False),
+    'resnet50': ('ResNet', dict(depth=50), False),
+    'deit-ti': ('VisionTransformer', dict(arch='deit-tiny'), True),
+}
+# (mmssm model, peer, bound): time(model) <= bound * time(peer) at equal input.
+PEER_TARGETS = [('vmamba:tiny_s1l8', 'swin-t', 1.0), ('msvmamba:tiny', 'swin-t', 1.0),
+                ('vim:tiny', 'deit-ti', 2.0)]
+GEMM_FRACTION_TARGET = 0.65
+GROWTH_TARGET = 17.0  # time(896) / time(224) for 16x the FLOPs
+TRAIN_TARGET = 1.15  # training step, VMamba-T / Swin-T
+THREADS_IDLE_TARGET = 1.6  # 2 threads vs 1, VMamba-T at 512, idle machine
+THREADS_BUSY_BOUND = 1.2  # ... and never this much slower on a busy one
+
+
+def build_peer(name: str, size: Tuple[int, int]) -> torch.nn.Module:
+    """An mmpretrain backbone (no torchvision needed: mmssm.compat)."""
+    import mmpretrain.models.backbones as backbones
+    class_name, kwargs, sized = PEERS[name]
+    kwargs = dict(kwargs)
+    if sized:  # position embeddings / windows defined for the benchmark size
+        kwargs['img_size'] = size
+    return getattr(backbones, class_name)(**kwargs)
+
+
+def build_any(name: str, size: Tuple[int, int], train: bool = False) -> torch.nn.Module:
+    """An mmssm model ('family[:preset]') or a peer, in train or eval mode. (mmpretrain's
+    backbones return None from ``train()``, so the mode is not set by chaining.)"""
+    if name in PEERS:
+        model = build_peer(name, size)
+    else:
+        family, _, preset = name.partition(':')
+        model = build_model(family, preset or families.get(family).default_preset, size)
+    model.train(train)
+    return model
+
+
+GEMM = 'torch.mm 1024^2'
+GEMM_CALLS = 8  # per round, interleaved with the models' calls
+
+
+def gemm_rate(repeats: int = 20) -> float:
+    """Multiply-adds per second of this process's torch.mm on 1024 x 1024 fp32 (median
+    of ``repeats`` calls, with the current torch thread count)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 1024 ** 3 / statistics.median(times)
+
+
+def model_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of one forward by the project's own counter (scan included)."""
+    from mmssm.apis.analysis import count_flops
+    return count_flops(model, x)['flops']
+
+
+def interleaved_medians(steps: Dict[str, Callable[[], None]], warmup: int, rounds: int,
+                        clock: Callable[[], float]) -> Dict[str, float]:
+    """Median seconds of each step, timed in alternation (one call of each per round),
+    so that a load change on a shared machine hits every model alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = clock()
+            step()
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def load_average() -> str:
+    return '%.1f' % os.getloadavg()[0] if hasattr(os, 'getloadavg') else 'n/a'
+
+
+def run_peers(args) -> None:
+    """The issue-16 report: inference (fp32, batch 1, eval) of the mmssm models and the
+    mmpretrain peers at each size, their MACs and fraction of the in-process GEMM rate;
+    growth to --growth-size; a training step (batch 2); 1 vs 2 threads."""
+    device = torch.device('cpu')
+    models = args.models if args.models_given else PEER_MODELS
+    names = list(models) + list(args.peers)
+    threads = args.threads or 1
+    torch.set_num_threads(threads)
+    clock = time.process_time if args.timer == 'process' and threads == 1 else time.perf_counter
+    header = describe_environment(device)
+    header.append(f'peers: {threads} thread(s), fp32, batch 1, eval, no_grad; median of '
+                  f'{args.iters} interleaved rounds after {args.warmup} warm-up call(s), '
+                  f'{"CPU" if clock is time.process_time else "wall"} time')
+    for line in header:
+        print(f'# {line}', flush=True)
+    report = dict(environment=header, inference=[], targets=[])
+    rate = gemm_rate()
+    report['gemm_mac_per_s'] = rate
+    print(f'# torch.mm 1024^2 fp32: {rate / 1e9:.1f} GMAC/s (load average {load_average()})',
+          flush=True)
+
+    def measure_size(size, which):
+        built = {n: build_any(n, size) for n in which}
+        x = torch.randn(1, 3, *size)
+        macs = {n: model_macs(m, x) for n, m in built.items()}
+
+        def infer(model):
+            def step():
+                with torch.no_grad():
+                    model(x)
+            return step
+        steps = {n: infer(m) for n, m in built.items()}
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        steps[GEMM] = lambda: [torch.mm(a, b) for _ in range(GEMM_CALLS)]
+        times = interleaved_medians(steps, args.warmup, args.iters, clock)
+        del built
+        _trim_heap()
+        return times, macs
+
+    times_by_size = {}
+    for size in args.sizes:
+        times, macs = measure_size(size, names)
+        times_by_size[size] = times
+        # the GEMM rate of these rounds (measured between the models' calls)
+        rate = GEMM_CALLS * 1024 ** 3 / times[GEMM]
+        report.setdefault('gemm_mac_per_s_by_size', {})[size[0]] = rate
+        load = load_average()
+        for n in names:
+            row = dict(model=n, size=f'{size[0]}x{size[1]}', ms=times[n] * 1e3,
+                       gmacs=macs[n] / 1e9, gemm_fraction=macs[n] / times[n] / rate,
+                       gemm_gmac_per_s=rate / 1e9, load=load)
+            report['inference'].append(row)
+            print(f'# {n} {row["size"]}: {row["ms"]:.1f} ms, {row["gmacs"]:.2f} GMAC, '
+                  f'{row["gemm_fraction"]:.2f} of the GEMM rate (load {load})', flush=True)
+        for model, peer, bound in PEER_TARGETS:
+            if model in times and peer in times:
+                ratio = times[model] / times[peer]
+                report['targets'].append(dict(
+                    target=f'{model} <= {bound:g}x {peer} at {size[0]}', value=ratio,
+                    met=ratio <= bound, load=load))
+        for n in models:
+            frac = macs[n] / times[n] / rate
+            report['targets'].append(dict(
+                target=f'{n} >= {GEMM_FRACTION_TARGET} of the GEMM rate at {size[0]}',
+                value=frac, met=frac >= GEMM_FRACTION_TARGET, load=load))
+
+    first = models[0]
+    if args.growth_size and (224, 224) in times_by_size:
+        size = (args.growth_size, args.growth_size)
+        which = [first] + (['swin-t'] if 'swin-t' in args.peers else [])
+        times, _ = measure_size(size, which)
+        load = load_average()
+        for n in which:
+            growth = times[n] / times_by_size[(224, 224)][n]
+            print(f'# {n}: 224 -> {size[0]}: time x {growth:.1f} (load {load})', flush=True)
+            report['targets'].append(dict(target=f'{n}: time({size[0]}) / time(224) <= '
+                                                 f'{GROWTH_TARGET:g}', value=growth,
+                                          met=growth <= GROWTH_TARGET, load=load))
+
+    if args.train_batch and 'swin-t' in args.peers:
+        x = torch.randn(args.train_batch, 3, 224, 224)
+        built = {n: build_any(n, (224, 224), train=True) for n in (first, 'swin-t')}
+        steps = {n: make_step(m, x, 'train', None) for n, m in built.items()}
+        times = interleaved_medians(steps, args.warmup, args.iters, clock)
+        ratio = times[first] / times['swin-t']
+        load = load_average()
+        print(f'# training step (batch {args.train_batch}, 224): {first} '
+              f'{times[first] * 1e3:.0f} ms, swin-t {times["swin-t"] * 1e3:.0f} ms, '
+              f'{ratio:.2f}x (load {load})', flush=True)
+        report['targets'].append(dict(target=f'training step {first} <= {TRAIN_TARGET:g}x '
+                                             'swin-t', value=ratio, met=ratio <= TRAIN_TARGET,
+                                      load=load))
+        del built, steps
+        _trim_heap()
+
+    if args.thread_size:
+        # Each OpenMP wait policy in its own process: libgomp reads it once, at start.
+        busy = load_is_busy()
+        for policy in ('default', 'PASSIVE'):
+            probe = thread_probe_subprocess(first, args.thread_size, policy, args)
+            speedup = probe['t1'] / probe['t2']
+            label = ('default OpenMP wait policy' if policy == 'default'
+                     else f'OMP_WAIT_POLICY={policy}')
+            print(f'# {first} {args.thread_size}, {label}: 1 thread {probe["t1"] * 1e3:.0f} '
+                  f'ms, 2 threads {probe["t2"] * 1e3:.0f} ms: {speedup:.2f}x (load '
+                  f'{probe["load"]}, {"busy" if busy else "idle"} machine)', flush=True)
+            if busy:
+                report['targets'].append(dict(
+                    target=f'busy machine, {label}: 2 threads no more than '
+                           f'{THREADS_BUSY_BOUND:g}x slower than 1 ({first}, {args.thread_size})',
+                    value=1 / speedup, met=1 / speedup <= THREADS_BUSY_BOUND,
+                    load=probe['load']))
+            else:
+                report['targets'].append(dict(
+                    target=f'idle machine, {label}: 2 threads >= {THREADS_IDLE_TARGET:g}x '
+                           f'faster than 1 ({first}, {args.thread_size})',
+                    value=speedup, met=speedup >= THREADS_IDLE_TARGET, load=probe['load']))
+
+    print()
+    print(peers_markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.write_text('\n'.join([f'#### {args.title or "mmssm vs mmpretrain"}', '']
+                                           + [f'* {line}' for line in header]
+                                           + ['', peers_markdown(report), '']))
+
+
+def load_is_busy() -> bool:
+    """A 1-minute load average of at least the core count: other work keeps the cores."""
+    return hasattr(os, 'getloadavg') and os.getloadavg()[0] >= (os.cpu_count() or 1)
+
+
+def thread_probe(model_name: str, size: int, iters: int, warmup: int) -> dict:
+    """Wall time of one forward with 1 and with 2 torch threads (interleaved medians)."""
+    model = build_any(model_name, (size, size))
+    x = torch.randn(1, 3, size, size)
+
+    def infer_with(n):
+        def step():
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                model(x)
+        return step
+    times = interleaved_medians({'1': infer_with(1), '2': infer_with(2)}, warmup, iters,
+                                time.perf_counter)
+    return dict(t1=times['1'], t2=times['2'], load=load_average())
+
+
+def thread_probe_subprocess(model_name: str, size: int, policy: str, args) -> dict:
+    """thread_probe in a fresh process with OMP_WAIT_POLICY unset ('default') or set."""
+    env = dict(os.environ)
+    env.pop('OMP_WAIT_POLICY', None)
+    env.pop('GOMP_SPINCOUNT', None)
+    if policy != 'default':
+        env['OMP_WAIT_POLICY'] = policy
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--thread-probe', model_name,
+           str(size), '--iters', str(args.iters), '--warmup', str(args.warmup)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'thread probe ({policy}) failed:\n{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peers_markdown(report: dict) -> str:
+    rows = report['inference']
+    lines = ['GEMM rate: torch.mm 1024^2 fp32 in this process, timed between the models\' '
+             'calls; GMAC by mmssm.apis.analysis.count_flops (1 multiply-add = 1 FLOP, scan '
+             'included); fraction = GMAC / time / GEMM rate.', '',
+             '| model | input | ms | GMAC | GEMM GMAC/s | fraction of GEMM rate | load |',
+             '|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f'| {r["model"]} | {r["size"]} | {r["ms"]:.1f} | {r["gmacs"]:.2f} | '
+                     f'{r["gemm_gmac_per_s"]:.1f} | {r["gemm_fraction"]:.2f} | {r["load"]} |')
+    lines += ['', '| target | measured | met | load |', '|---|---|---|---|']
+    for t in report['targets']:
+        lines.append(f'| {t["target"]} | {t["value"]:.2f} | {"yes" if t["met"] else "NO"} | '
+                     f'{t["load"]} |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.thread_probe:
+        name, size = args.thread_probe
+        print(json.dumps(thread_probe(name, int(size), args.iters, args.warmup)))
+        return None
+    if args.peers is not None:
+        return run_peers(args)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit(f'--device {args.device}: no CUDA device is available '
