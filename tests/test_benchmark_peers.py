@@ -1,0 +1,52 @@
+"""benchmark_backbone.py --peers: the issue-16 report runs end to end on tiny inputs (an
+mmssm model and an mmpretrain peer in one process, no torchvision) and its numbers are
+consistent: fraction of the GEMM rate = MACs / time / rate, every ratio target names its
+model and peer."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def load_benchmark():
+    path = osp.join(ROOT, 'tools/analysis_tools/benchmark_backbone.py')
+    spec = importlib.util.spec_from_file_location('mmssm_tool_benchmark_backbone', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peers_report(tmp_path):
+    pytest.importorskip('mmpretrain')
+    tool = load_benchmark()
+    out = tmp_path / 'peers.json'
+    threads = torch.get_num_threads()
+    try:
+        tool.main(['--peers', 'resnet50', 'deit-ti', '--models', 'vim:tiny', '--sizes', '32',
+                   '--growth-size', '0', '--thread-size', '0', '--train-batch', '0',
+                   '--iters', '1', '--warmup', '0', '--json', str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    rows = {r['model']: r for r in report['inference']}
+    assert set(rows) == {'vim:tiny', 'resnet50', 'deit-ti'}
+    for row in rows.values():
+        assert row['size'] == '32x32' and row['ms'] > 0 and row['gmacs'] > 0
+        rate = row['gemm_gmac_per_s'] * 1e9
+        assert row['gemm_fraction'] == pytest.approx(row['gmacs'] * 1e9 / (row['ms'] / 1e3)
+                                                     / rate, rel=1e-6)
+    targets = {t['target']: t for t in report['targets']}
+    ratio = targets['vim:tiny <= 2x deit-ti at 32']
+    assert ratio['value'] == pytest.approx(rows['vim:tiny']['ms'] / rows['deit-ti']['ms'])
+    assert ratio['met'] == (ratio['value'] <= 2.0)
+    assert 'vim:tiny >= 0.65 of the GEMM rate at 32' in targets
+
+
+def test_peers_need_the_cpu():
+    tool = load_benchmark()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--peers', '--device', 'cuda'])
