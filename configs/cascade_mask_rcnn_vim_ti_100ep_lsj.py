@@ -21,6 +21,8 @@ pretrained = 'https://huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/vim_
 image_size = (1024, 1024)
 # channel LayerNorm for the head convs (detectron2 "LN"), mmpretrain's LN2d
 head_norm = dict(type='mmpretrain.LN2d', eps=1e-6, requires_grad=True)
+# position embedding grid 64x64 (ViTDet input); other sizes interpolate
+# last_layer_process='add': last residual stream, no final norm
 model = dict(
     data_preprocessor=dict(
         type='DetDataPreprocessor',
@@ -30,24 +32,11 @@ model = dict(
         pad_mask=True,
         pad_size_divisor=32,
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    backbone=dict(
-        _delete_=True,  # replace the base backbone completely
-        type='mmssm.Vim',
-        arch='tiny',
-        # position embedding grid 64x64 (ViTDet input); other sizes interpolate
-        img_size=1024,
-        out_indices=(23, ),
-        with_cls_token=False,
-        feature_type='residual',
-        # last_layer_process='add': last residual stream, no final norm
-        last_feature='residual',
-        use_rope=True,
-        rope_residual=True,
-        rope_pretrain_grid=14,
-        residual_in_fp32=True,
-        divide_out=True,
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_delete_=True, type='mmssm.Vim', arch='tiny', img_size=1024,
+                  out_indices=(23, ), with_cls_token=False, feature_type='residual',
+                  last_feature='residual', use_rope=True, rope_residual=True,
+                  rope_pretrain_grid=14, residual_in_fp32=True, divide_out=True,
+                  drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(
         _delete_=True,
         type='mmssm.SimpleFPN',
@@ -58,6 +47,7 @@ model = dict(
         norm_cfg=dict(type='LN')),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
+        # the three cascade stages differ only in the box coder's target stds
         bbox_head=[
             dict(
                 type='Shared4Conv1FCBBoxHead',
@@ -70,40 +60,12 @@ model = dict(
                 bbox_coder=dict(
                     type='DeltaXYWHBBoxCoder',
                     target_means=[0., 0., 0., 0.],
-                    target_stds=[0.1, 0.1, 0.2, 0.2]),
+                    target_stds=stds),
                 reg_class_agnostic=True,
                 loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-            dict(
-                type='Shared4Conv1FCBBoxHead',
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                norm_cfg=head_norm,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0., 0., 0., 0.],
-                    target_stds=[0.05, 0.05, 0.1, 0.1]),
-                reg_class_agnostic=True,
-                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-            dict(
-                type='Shared4Conv1FCBBoxHead',
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                norm_cfg=head_norm,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0., 0., 0., 0.],
-                    target_stds=[0.033, 0.033, 0.067, 0.067]),
-                reg_class_agnostic=True,
-                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+                loss_bbox=dict(type='L1Loss', loss_weight=1.0))
+            for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
+                         [0.033, 0.033, 0.067, 0.067])
         ],
         mask_head=dict(norm_cfg=head_norm)),
     test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=1000)))

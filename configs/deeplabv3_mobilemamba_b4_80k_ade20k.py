@@ -4,7 +4,7 @@
 # Official segmentor checkpoint: weights/downstream/seg/deeplabv3.pth (README Google Drive).
 _base_ = [
     'mmseg::_base_/models/deeplabv3_r50-d8.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    './_base_/ade20k_512x512.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
 ]
@@ -15,23 +15,9 @@ custom_imports = dict(imports=['mmssm'], allow_failed_imports=False)
 pretrained = 'mobilemamba_b4.pth'
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-crop_size = (512, 512)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-
+# MobileMamba-B4: embed dims 200/376/448, depths 2-3-2 (stride 16/32/64)
+# stem (0, C1 @ 16), blocks1 (1, C1 @ 16), blocks2 (2, C2 @ 32), blocks3 (3, C3 @ 64)
+# the B-architecture value used by every official downstream config
 model = dict(
     data_preprocessor=dict(
         type='SegDataPreProcessor',
@@ -40,20 +26,11 @@ model = dict(
         bgr_to_rgb=True,
         pad_val=0,
         seg_pad_val=255,
-        size=crop_size),
+        size={{_base_.crop_size}}),
     pretrained=None,  # the base's ResNet URL; weights come from backbone.init_cfg
-    backbone=dict(
-        _delete_=True,  # replace the base backbone completely
-        type='mmssm.MobileMamba',
-        # MobileMamba-B4: embed dims 200/376/448, depths 2-3-2 (stride 16/32/64)
-        arch='b4',
-        # stem (0, C1 @ 16), blocks1 (1, C1 @ 16), blocks2 (2, C2 @ 32), blocks3 (3, C3 @ 64)
-        out_indices=(1, 2, 3),
-        frozen_stages=-1,
-        norm_eval=False,
-        # the B-architecture value used by every official downstream config
-        drop_path_rate=0.03,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
+                  frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(
         type='ASPPHead',
         in_channels=448,
@@ -81,14 +58,7 @@ model = dict(
 
 # ------------------------------------------------------------------ data
 # Total batch: 32 = 8 images/GPU x 4 GPUs (official: 4 V100s)
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=4,
-    dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, num_workers=4, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-# mIoU (MS): tools/test.py CONFIG CKPT --tta (tta_pipeline of mmseg's ade20k base: ratios
-# 0.5-1.75 x {no flip, flip})
+train_dataloader = dict(batch_size=8)
 
 # -------------------------------------------------------------- schedule
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)

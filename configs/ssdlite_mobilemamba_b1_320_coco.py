@@ -21,17 +21,13 @@ data_preprocessor = dict(
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,
     pad_size_divisor=1)
+# out_indices: 200 @ stride 16, 376 @ stride 32
 model = dict(
     type='SingleStageDetector',
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='mmssm.MobileMamba',
-        arch='b1',
-        out_indices=(1, 2),  # 200 @ stride 16, 376 @ stride 32
-        frozen_stages=-1,
-        norm_eval=True,
-        drop_path_rate=0.03,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(type='mmssm.MobileMamba', arch='b1', out_indices=(1, 2), frozen_stages=-1,
+                  norm_eval=True, drop_path_rate=0.03,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(
         type='SSDNeck',
         in_channels=(200, 376),

@@ -2,11 +2,14 @@
 
 * Loading: ``mmengine.Config.fromfile`` with the ``mmdet::`` / ``mmseg::`` bases of the
   installed packages.
-* Recipe (model-zoo configs, ``configs/*.py``): the hyper-parameters the model zoo promises
-  to state explicitly are there (backbone with ``_delete_``-clean kwargs, drop path,
-  ``init_cfg`` with the official checkpoint, AdamW + betas + weight decay + paramwise
-  settings, schedule, pipelines, batch size = the "Total batch" comment =
-  ``auto_scale_lr.base_batch_size``) and the header says whether the paper reports a result.
+* Recipe (model-zoo configs, ``configs/*.py``): configs inherit their sibling (a variant
+  states only what differs) or a shared recipe of ``configs/_base_``, so the checks are on
+  the *resolved* config: the hyper-parameters the model zoo promises (backbone with
+  ``_delete_``-clean kwargs, drop path, ``init_cfg`` with the official checkpoint, AdamW +
+  betas + weight decay + paramwise settings, schedule, pipelines, batch size = the "Total
+  batch" comment of the file or of the config it inherits = ``auto_scale_lr.base_batch_size``)
+  are there and equal the values of :data:`RECIPES` (the papers' / official configs'
+  values), and the header says whether the paper reports a result.
 * Building: the model is built through the task's registry on the ``meta`` device (no
   memory, no initialisation of weights: ``init_weights`` is never called, so the official
   checkpoints named in ``init_cfg`` need not exist). The backbone must be an mmssm class;
@@ -23,6 +26,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -90,6 +94,33 @@ def build_model(path: Path) -> torch.nn.Module:
         return registry.build(cfg.model)
 
 
+def local_bases(path: Path) -> list:
+    """The files of ``configs/`` that ``path`` inherits from, nearest first."""
+    chain, todo = [], [path]
+    while todo:
+        current = todo.pop(0)
+        bases = top_level_names(current.read_text()).get('_base_')
+        if bases is None:
+            continue
+        bases = ast.literal_eval(bases)
+        for base in [bases] if isinstance(bases, str) else bases:
+            if '::' not in base:
+                resolved = (current.parent / base).resolve()
+                assert resolved.is_file(), f'{_rel(current)}: missing base {base}'
+                chain.append(resolved)
+                todo.append(resolved)
+    return chain
+
+
+def stated_comment(path: Path, regex) -> Optional[re.Match]:
+    """``regex`` in the file, else in the nearest config it inherits that has it."""
+    for candidate in [path] + local_bases(path):
+        match = regex.search(candidate.read_text())
+        if match:
+            return match
+    return None
+
+
 def top_level_names(text: str) -> dict:
     """Top-level assignments of a config file: name -> ast value node."""
     names = {}
@@ -153,11 +184,13 @@ def test_zoo_config_states_recipe(path):
     rel = _rel(path)
     assert NAME_RE.match(path.stem), f'{rel}: name does not follow the model-zoo scheme'
     cfg = load_config(path)
-    names = top_level_names(text)
 
-    # bases: the installed OpenMMLab packages only
-    bases = ast.literal_eval(names['_base_'])
-    assert bases and all(b.startswith(('mmdet::', 'mmseg::')) for b in bases), bases
+    # bases: a sibling / a shared recipe of configs/_base_ (local files), or the installed
+    # OpenMMLab packages
+    bases = ast.literal_eval(top_level_names(text)['_base_'])
+    bases = [bases] if isinstance(bases, str) else bases
+    assert bases and all(b.startswith(('mmdet::', 'mmseg::', './')) for b in bases), bases
+    assert all(p.parent in (CONFIG_DIR, CONFIG_DIR / '_base_') for p in local_bases(path))
     assert cfg.custom_imports == dict(imports=['mmssm'], allow_failed_imports=False)
     assert RESULT_RE.search(text), f'{rel}: header must say whether the paper reports it'
 
@@ -184,7 +217,7 @@ def test_zoo_config_states_recipe(path):
     assert 'paramwise_cfg' in wrapper and 'clip_grad' in wrapper
     for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr',
                 'train_dataloader', 'train_pipeline', 'test_pipeline'):
-        assert key in names, f'{rel}: {key} is not stated in the file'
+        assert key in cfg, f'{rel}: {key} is not set'
     assert cfg.param_scheduler and all('begin' in s and 'end' in s for s in cfg.param_scheduler)
     loop = cfg.train_cfg
     assert ('max_epochs' in loop) != ('max_iters' in loop)
@@ -192,7 +225,7 @@ def test_zoo_config_states_recipe(path):
         assert cfg.param_scheduler[-1]['end'] == loop['max_epochs']
     else:
         assert cfg.param_scheduler[-1]['end'] == loop['max_iters']
-    match = BATCH_RE.search(text)
+    match = stated_comment(path, BATCH_RE)
     assert match, f'{rel}: needs a "# Total batch: N = B images/GPU x G GPUs" comment'
     total, per_gpu, gpus = map(int, match.groups())
     assert total == per_gpu * gpus
@@ -205,6 +238,160 @@ def test_zoo_config_states_recipe(path):
     assert inner_dataset(cfg.test_dataloader.dataset).pipeline == cfg.test_pipeline
     pre = cfg.model.data_preprocessor
     assert pre.mean == [123.675, 116.28, 103.53] and pre.std == [58.395, 57.12, 57.375]
+
+
+# The recipe of every model-zoo config, resolved (the values the papers / official configs
+# state, recorded when the configs were written out in full; inheritance must keep them).
+# batch = (images per GPU, total); neck / head = the in_channels they are built with.
+RECIPES = {
+    'cascade_mask_rcnn_vim_s_100ep_lsj': dict(arch='small', dpr=0.1, lr=0.0001, wd=0.1,
+        length=184375, batch=(4, 64), milestones=[163889, 177546], wrapper='AmpOptimWrapper',
+        neck=384),
+    'cascade_mask_rcnn_vim_ti_100ep_lsj': dict(arch='tiny', dpr=0.1, lr=0.0001, wd=0.1,
+        length=184375, batch=(4, 64), milestones=[163889, 177546], wrapper='AmpOptimWrapper',
+        neck=192),
+    'deeplabv3_mobilemamba_b4_80k_ade20k': dict(arch='b4', dpr=0.03, lr=0.00012, wd=0.05,
+        length=80000, batch=(8, 32), clip=0.1, head=448),
+    'fpn_efficientvmamba_t_80k_ade20k': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.0001,
+        length=80000, batch=(4, 16), neck=[48, 96, 192, 384]),
+    'fpn_mobilemamba_b4_160k_ade20k': dict(arch='b4', dpr=0.03, lr=0.00012, wd=0.05,
+        length=160000, batch=(8, 32), neck=[200, 376, 448]),
+    'fpn_msvmamba_t_80k_ade20k': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.0001, length=80000,
+        batch=(4, 16), neck=[96, 192, 384, 768]),
+    'fpn_vim_ti_80k_ade20k': dict(arch='tiny', dpr=0.1, lr=0.0001, wd=0.0001, length=80000,
+        batch=(4, 16), neck=[192, 192, 192, 192]),
+    'fpn_vmamba_t_80k_ade20k': dict(arch='tiny_s1l8', dpr=0.2, lr=0.0001, wd=0.0001, length=80000,
+        batch=(4, 16), neck=[96, 192, 384, 768]),
+    'mask_rcnn_efficientvmamba_b_1x': dict(arch='base', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], wrapper='AmpOptimWrapper', neck=[96, 192, 384, 768]),
+    'mask_rcnn_efficientvmamba_b_3x_ms': dict(arch='base', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], wrapper='AmpOptimWrapper', neck=[96, 192, 384, 768]),
+    'mask_rcnn_efficientvmamba_s_1x': dict(arch='small', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], wrapper='AmpOptimWrapper', neck=[64, 128, 256, 512]),
+    'mask_rcnn_efficientvmamba_s_3x_ms': dict(arch='small', dpr=0.2, lr=0.0001, wd=0.05,
+        length=36, batch=(2, 16), milestones=[27, 33], wrapper='AmpOptimWrapper',
+        neck=[64, 128, 256, 512]),
+    'mask_rcnn_efficientvmamba_t_1x': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(4, 16), milestones=[8, 11], wrapper='AmpOptimWrapper', neck=[48, 96, 192, 384]),
+    'mask_rcnn_efficientvmamba_t_3x_ms': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], wrapper='AmpOptimWrapper', neck=[48, 96, 192, 384]),
+    'mask_rcnn_mobilemamba_b1_1x': dict(arch='b1', dpr=0.03, lr=0.0002, wd=0.05, length=12,
+        batch=(4, 16), clip=0.1, neck=[200, 376, 448]),
+    'mask_rcnn_msvmamba_m_1x': dict(arch='micro', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[64, 128, 256, 512]),
+    'mask_rcnn_msvmamba_m_3x_ms': dict(arch='micro', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[64, 128, 256, 512]),
+    'mask_rcnn_msvmamba_n_1x': dict(arch='nano', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[48, 96, 192, 384]),
+    'mask_rcnn_msvmamba_t_1x': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_msvmamba_t_3x_ms': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vim_ti_1x': dict(arch='tiny', dpr=0.1, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=192),
+    'mask_rcnn_vmamba_b_1x': dict(arch='base_s2l15', dpr=0.6, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[128, 256, 512, 1024]),
+    'mask_rcnn_vmamba_s_1x': dict(arch='small_s2l15', dpr=0.3, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_s_3x_ms': dict(arch='small_s2l15', dpr=0.3, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_t_1x': dict(arch='tiny_s1l8', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_t_3x_ms': dict(arch='tiny_s1l8', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_t_s2l5_1x': dict(arch='tiny_s2l5', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_t_s2l5_3x_ms': dict(arch='tiny_s2l5', dpr=0.2, lr=0.0001, wd=0.05,
+        length=36, batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_v0_b_1x': dict(arch='v0_base', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[128, 256, 512, 1024]),
+    'mask_rcnn_vmamba_v0_s_1x': dict(arch='v0_small', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_v0_s_3x_ms': dict(arch='v0_small', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_v0_t_1x': dict(arch='v0_tiny', dpr=0.2, lr=0.0001, wd=0.05, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384, 768]),
+    'mask_rcnn_vmamba_v0_t_3x_ms': dict(arch='v0_tiny', dpr=0.2, lr=0.0001, wd=0.05, length=36,
+        batch=(2, 16), milestones=[27, 33], neck=[96, 192, 384, 768]),
+    'pspnet_mobilemamba_b4_80k_ade20k': dict(arch='b4', dpr=0.03, lr=0.00012, wd=0.05,
+        length=80000, batch=(8, 32), clip=0.1, head=448),
+    'retinanet_efficientvmamba_b_1x': dict(arch='base', dpr=0.2, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[192, 384, 768]),
+    'retinanet_efficientvmamba_s_1x': dict(arch='small', dpr=0.2, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[128, 256, 512]),
+    'retinanet_efficientvmamba_t_1x': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[96, 192, 384]),
+    'retinanet_mobilemamba_b1_1x': dict(arch='b1', dpr=0.03, lr=0.0002, wd=0.05, length=12,
+        batch=(4, 16), clip=0.1, neck=[200, 376, 448]),
+    'retinanet_msvmamba_t_1x': dict(arch='tiny', dpr=0.2, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[192, 384, 768]),
+    'retinanet_vim_ti_1x': dict(arch='tiny', dpr=0.1, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=192),
+    'retinanet_vmamba_t_1x': dict(arch='tiny_s1l8', dpr=0.2, lr=0.0001, wd=0.0001, length=12,
+        batch=(2, 16), milestones=[8, 11], neck=[192, 384, 768]),
+    'ssdlite_mobilemamba_b1_320_coco': dict(arch='b1', dpr=0.03, lr=0.0024, wd=0.05, length=120,
+        batch=(24, 192), clip=0.1, neck=(200, 376)),
+    'ssdlite_mobilemamba_b1_512_coco': dict(arch='b1', dpr=0.03, lr=0.0024, wd=0.05, length=120,
+        batch=(24, 192), clip=0.1, neck=(200, 376)),
+    'upernet_efficientvmamba_b_160k_ade20k': dict(arch='base', dpr=0.2, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_efficientvmamba_s_160k_ade20k': dict(arch='small', dpr=0.2, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[64, 128, 256, 512]),
+    'upernet_efficientvmamba_t_160k_ade20k': dict(arch='tiny', dpr=0.2, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[48, 96, 192, 384]),
+    'upernet_mobilemamba_b4_160k_ade20k': dict(arch='b4', dpr=0.03, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[200, 376, 448]),
+    'upernet_msvmamba_m_160k_ade20k': dict(arch='micro', dpr=0.3, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[64, 128, 256, 512]),
+    'upernet_msvmamba_n_160k_ade20k': dict(arch='nano', dpr=0.3, lr=6e-05, wd=0.01, length=160000,
+        batch=(2, 16), head=[48, 96, 192, 384]),
+    'upernet_msvmamba_t_160k_ade20k': dict(arch='tiny', dpr=0.2, lr=6e-05, wd=0.01, length=160000,
+        batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_vim_s_60k_ade20k': dict(arch='small', dpr=0.1, lr=0.0001, wd=0.05, length=60000,
+        batch=(8, 32), head=[384, 384, 384, 384]),
+    'upernet_vim_ti_60k_ade20k': dict(arch='tiny', dpr=0.1, lr=0.0002, wd=0.1, length=60000,
+        batch=(8, 32), head=[192, 192, 192, 192]),
+    'upernet_vmamba_b_160k_ade20k': dict(arch='base_s2l15', dpr=0.6, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[128, 256, 512, 1024]),
+    'upernet_vmamba_s_160k_ade20k': dict(arch='small_s2l15', dpr=0.3, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_vmamba_t_160k_ade20k': dict(arch='tiny_s1l8', dpr=0.2, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_vmamba_t_s2l5_160k_ade20k': dict(arch='tiny_s2l5', dpr=0.2, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_vmamba_v0_b_160k_ade20k': dict(arch='v0_base', dpr=0.3, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[128, 256, 512, 1024]),
+    'upernet_vmamba_v0_s_160k_ade20k': dict(arch='v0_small', dpr=0.3, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+    'upernet_vmamba_v0_t_160k_ade20k': dict(arch='v0_tiny', dpr=0.3, lr=6e-05, wd=0.01,
+        length=160000, batch=(2, 16), head=[96, 192, 384, 768]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_resolved_recipe(name):
+    expect = dict(RECIPES[name])
+    cfg = load_config(CONFIG_DIR / f'{name}.py')
+    model, wrapper = cfg.model, cfg.optim_wrapper
+    got = dict(arch=model.backbone.arch, dpr=model.backbone.get('drop_path_rate'),
+               lr=wrapper.optimizer.lr, wd=wrapper.optimizer.weight_decay,
+               length=cfg.train_cfg.get('max_epochs', cfg.train_cfg.get('max_iters')),
+               batch=(cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size))
+    if 'milestones' in expect:
+        got['milestones'] = cfg.param_scheduler[-1].milestones
+    if 'clip' in expect:
+        got['clip'] = wrapper.clip_grad.max_norm
+    else:
+        assert wrapper.clip_grad is None, name
+    got['wrapper'] = wrapper.type
+    expect.setdefault('wrapper', 'OptimWrapper')
+    if 'neck' in expect:
+        got['neck'] = model.neck.in_channels
+    if 'head' in expect:
+        got['head'] = model.decode_head.in_channels
+    assert got == expect
+    assert tuple(wrapper.optimizer.betas) == (0.9, 0.999)
+    assert set(RECIPES) == {p.stem for p in ZOO_CONFIGS}
 
 
 # Official recipes (shared/specs) of one config per family / model type.

@@ -41,24 +41,14 @@ test_pipeline = [
 dataset_common = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
                       img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=True)
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-        pipeline=train_pipeline,
-        **dataset_common))
+    batch_size=4, num_workers=0, persistent_workers=False,
+    dataset=dict(_delete_=True, pipeline=train_pipeline, **dataset_common,
+                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training')))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        data_prefix=dict(img_path='images/validation',
-                         seg_map_path='annotations/validation'),
-        pipeline=test_pipeline,
-        **dataset_common))
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(_delete_=True, pipeline=test_pipeline, **dataset_common,
+                 data_prefix=dict(img_path='images/validation',
+                                  seg_map_path='annotations/validation')))
 test_dataloader = val_dataloader
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
