@@ -36,7 +36,12 @@ model = dict(
                   out_indices=(23, ), with_cls_token=False, feature_type='residual',
                   last_feature='residual', use_rope=True, rope_residual=True,
                   rope_pretrain_grid=14, residual_in_fp32=True, divide_out=True,
-                  drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  drop_path_rate=0.1,
+                  # ImageNet checkpoint: classifier and class token not used, pos_embed resized
+                  # to this input grid, rope tables computed for it
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_unexpected=['cls_token'], allow_resized=['pos_embed'],
+                                allow_missing=['rope.*'])),
     neck=dict(
         _delete_=True,
         type='mmssm.SimpleFPN',

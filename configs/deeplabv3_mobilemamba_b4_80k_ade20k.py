@@ -30,7 +30,8 @@ model = dict(
     pretrained=None,  # the base's ResNet URL; weights come from backbone.init_cfg
     backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
                   frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
     decode_head=dict(
         type='ASPPHead',
         in_channels=448,

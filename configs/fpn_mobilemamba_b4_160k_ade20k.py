@@ -14,7 +14,8 @@ pretrained = 'mobilemamba_b4.pth'
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
                   frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
     neck=dict(in_channels=[200, 376, 448], num_outs=3),
     decode_head=dict(in_channels=[256, 256, 256], in_index=[0, 1, 2],
                      feature_strides=[16, 32, 64]))

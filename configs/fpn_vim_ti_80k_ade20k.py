@@ -19,7 +19,11 @@ model = dict(
                   out_indices=(5, 11, 17, 23), with_cls_token=False, feature_type='mixer',
                   use_rope=False, rope_residual=False, residual_in_fp32=False, divide_out=True,
                   with_fpn=True, fpn_norm='SyncBN', drop_path_rate=0.1,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: classifier and class token not used, pos_embed resized
+                  # to this input grid, new fpn adapters
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_unexpected=['cls_token'], allow_resized=['pos_embed'],
+                                allow_missing=['fpn*'])),
     neck=dict(in_channels=[192, 192, 192, 192]),
     test_cfg=dict(mode='slide', crop_size={{_base_.crop_size}}, stride=(341, 341)))
 

@@ -21,7 +21,9 @@ pretrained = 'https://huggingface.co/TerryPei/EfficientVMamba-Tiny/resolve/main/
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.EfficientVMamba', arch='tiny',
                   out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used, the output norms are new
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_missing=['outnorm*'])),
     neck=dict(in_channels=[48, 96, 192, 384]))
 # AMP as in the official configs (AmpOptimWrapper).
 optim_wrapper = dict(type='AmpOptimWrapper')

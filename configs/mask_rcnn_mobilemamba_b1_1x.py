@@ -15,7 +15,8 @@ pretrained = 'mobilemamba_b1.pth'
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b1', out_indices=(1, 2, 3),
                   frozen_stages=-1, norm_eval=True, drop_path_rate=0.03,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
     neck=dict(
         _delete_=True,
         type='mmssm.EfficientViTFPN',

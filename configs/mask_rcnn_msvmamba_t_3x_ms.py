@@ -19,5 +19,8 @@ pretrained = 'vssm_tiny_ms_e300.pth'
 # by them; inherited from the Swin-T base config their backbone dict is merged into).
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.MSVMamba', arch='tiny', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.2, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  drop_path_rate=0.2,
+                  # ImageNet checkpoint: its classifier is not used, the output norms are new
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_missing=['outnorm*'])),
     neck=dict(in_channels=[96, 192, 384, 768]))

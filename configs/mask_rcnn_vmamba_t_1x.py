@@ -13,7 +13,10 @@ pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vss
 # arch: VMamba-T[s1l8]: see VMamba.arch_settings
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.VMamba', arch='tiny_s1l8', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.2, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  drop_path_rate=0.2,
+                  # ImageNet checkpoint: its classifier is not used, the output norms are new
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_missing=['outnorm*'])),
     neck=dict(in_channels=[96, 192, 384, 768]))
 # Total batch: 16 = 2 images/GPU x 8 GPUs (modelcard.sh trains on 8 GPUs)
 

@@ -13,5 +13,8 @@ pretrained = 'vssm_tiny_ms_e300.pth'
 # finds no unused parameters; the FPN below is the same network.
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.MSVMamba', arch='tiny', out_indices=(1, 2, 3),
-                  drop_path_rate=0.2, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  drop_path_rate=0.2,
+                  # ImageNet checkpoint: its classifier is not used, the output norms are new
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_missing=['outnorm*'])),
     neck=dict(in_channels=[192, 384, 768]))

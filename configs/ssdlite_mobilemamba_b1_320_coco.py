@@ -27,7 +27,8 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(type='mmssm.MobileMamba', arch='b1', out_indices=(1, 2), frozen_stages=-1,
                   norm_eval=True, drop_path_rate=0.03,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
     neck=dict(
         type='SSDNeck',
         in_channels=(200, 376),

@@ -14,6 +14,7 @@ pretrained = 'mobilemamba_b4.pth'
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
                   frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  # ImageNet checkpoint: its classifier is not used
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
     decode_head=dict(in_channels=[200, 376, 448], in_index=[0, 1, 2]),
     auxiliary_head=dict(in_channels=376, in_index=1))

@@ -18,7 +18,8 @@ pretrained = 'https://huggingface.co/hustvl/Vim-small-midclstok/resolve/main/vim
 model = dict(
     backbone=dict(arch='small', feature_type='residual', last_feature='residual', use_rope=True,
                   rope_residual=True, rope_pretrain_grid=14, residual_in_fp32=True,
-                  init_cfg=dict(checkpoint=pretrained)),
+                  # this variant uses rope: its tables are computed, not loaded
+                  init_cfg=dict(checkpoint=pretrained, allow_missing=['rope.*', 'fpn*'])),
     # channels = E = 384 (official), not the base's 512
     decode_head=dict(in_channels=[384, 384, 384, 384], channels=384),
     auxiliary_head=dict(in_channels=384))

@@ -14,7 +14,10 @@ pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v0cls/vss
 # set by them; inherited from the Swin-T UperNet base config).
 model = dict(
     backbone=dict(_delete_=True, type='mmssm.VMamba', arch='v0_tiny', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.3, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+                  drop_path_rate=0.3,
+                  # ImageNet checkpoint: its classifier is not used, the output norms are new
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
+                                allow_missing=['outnorm*'])),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 

@@ -296,3 +296,35 @@ def test_train_and_test_tools_refuse_payload_and_resume_as_before(demo_dir, tmp_
                          '--cfg-options', 'test_dataloader.batch_size=2'])
     assert osp.isdir(marker)
     assert metrics is None or 'mIoU' in metrics
+
+
+@pytest.mark.slow
+def test_test_tool_is_strict_unless_told_otherwise(demo_dir, tmp_path, monkeypatch,
+                                                   one_thread):
+    """Issue 11.2 through the tools: a checkpoint that leaves the detector's head random,
+    or one of another family, stops tools/test.py before evaluating anything."""
+    from mmssm.apis.analysis import build_task_model
+    from mmssm.loading import IncompatibleCheckpointError
+    monkeypatch.chdir(demo_dir)
+    config = osp.join(DEMO, 'retinanet_msvmamba_demo.py')
+    test = load_tool('tools/test.py')
+    state = build_task_model(config)[0].state_dict()
+    headless = tmp_path / 'headless.pth'
+    torch.save({'state_dict': {k: v for k, v in state.items()
+                               if not k.startswith('bbox_head.')}}, headless)
+    args = ['--work-dir', str(tmp_path / 'w'), '--cfg-options', 'test_dataloader.batch_size=2',
+            f'visualizer.name=vis_{uuid.uuid4().hex[:8]}']
+    with pytest.raises(IncompatibleCheckpointError) as info:
+        test.main([config, str(headless), *args])
+    text = str(info.value)
+    assert f"checkpoint '{headless}' does not fit RetinaNet" in text
+    assert 'missing (bbox_head.' in text and '--non-strict' in text
+    test.main([config, str(headless), '--non-strict', *args])  # evaluates, with a warning
+
+    other = build_task_model(osp.join(DEMO, 'ssdlite_mobilemamba_demo.py'))[0]
+    wrong = tmp_path / 'ssdlite.pth'
+    torch.save({'state_dict': other.state_dict()}, wrong)
+    with pytest.raises(IncompatibleCheckpointError,
+                       match="^This looks like a MobileMamba checkpoint; the model's backbone "
+                             'is MSVMamba'):
+        test.main([config, str(wrong), *args])

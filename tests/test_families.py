@@ -116,7 +116,8 @@ def test_a_sixth_family_is_one_register_call(toy_family, tmp_path):
     path = tmp_path / 'official.pth'
     torch.save({'model': official}, path)
     loaded = MODELS.build(dict(type='mmssm.ToyMamba',
-                               init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+                               init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                             drop_classifier=True)))
     loaded.init_weights()
     assert_same_weights(loaded, model.state_dict())
     built = from_official('toymamba', dict(dims=[8, 16], depths=[1, 1]), official)

@@ -17,7 +17,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, default_work_dir,  # noqa: E402
                         explain_data_errors, load_config, set_launcher_env,
-                        setup_cpu_distributed, task_scope, trust_checkpoints)
+                        setup_cpu_distributed, strict_loading, task_scope,
+                        trust_checkpoints)
+from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
@@ -27,6 +29,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file (mmengine/mmssm format; convert '
                         'official files with tools/model_converters first)')
     parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
+    parser.add_argument('--non-strict', action='store_true', help=NON_STRICT_HELP)
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show', action='store_true', help='display predictions')
@@ -80,6 +83,7 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     if args.trust_pickle:
         trust_checkpoints([args.checkpoint])
+    strict_loading(cfg, strict=not args.non_strict)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:

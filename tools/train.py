@@ -17,7 +17,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, default_work_dir, enable_amp,  # noqa: E402
                         explain_data_errors, load_config, set_launcher_env,
-                        setup_cpu_distributed, task_scope, trust_checkpoints)
+                        setup_cpu_distributed, strict_loading, task_scope,
+                        trust_checkpoints)
+from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
 
@@ -36,6 +38,8 @@ def parse_args(argv=None):
     parser.add_argument('--trust-pickle', action='store_true',
                         help='for the checkpoint to resume from (--resume) or load_from '
                         'only: ' + TRUST_HELP)
+    parser.add_argument('--non-strict', action='store_true',
+                        help='for --resume / load_from: ' + NON_STRICT_HELP)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config values, key=value (e.g. '
                         'train_dataloader.batch_size=4)')
@@ -69,6 +73,7 @@ def main(argv=None):
         from mmengine.runner import find_latest_checkpoint
         latest = find_latest_checkpoint(cfg.work_dir) if args.resume == 'auto' else None
         trust_checkpoints([cfg.get('load_from'), latest])
+    strict_loading(cfg, strict=not args.non_strict)
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')

@@ -1,7 +1,8 @@
 from .runner_utils import (check_data_paths, default_work_dir, enable_amp,
                            explain_data_errors, load_config, set_launcher_env,
-                           setup_cpu_distributed, task_scope, trust_checkpoints)
+                           setup_cpu_distributed, strict_loading, task_scope,
+                           trust_checkpoints)
 
 __all__ = ['check_data_paths', 'default_work_dir', 'enable_amp', 'explain_data_errors',
-           'load_config', 'set_launcher_env', 'setup_cpu_distributed', 'task_scope',
-           'trust_checkpoints']
+           'load_config', 'set_launcher_env', 'setup_cpu_distributed', 'strict_loading',
+           'task_scope', 'trust_checkpoints']

@@ -119,6 +119,31 @@ def explain_data_errors(cfg: Config, loaders: Iterable[str]) -> Iterator[None]:
                          '\nDownload or copy it again.') from err
 
 
+NON_STRICT_HELP = (
+    'load the checkpoint even if it does not fill the model exactly (missing, unexpected '
+    'or mis-shaped entries are then only reported). By default such a checkpoint stops '
+    'the run with a list of the differences; declare deliberate ones in the config '
+    "instead (custom_hooks=[dict(type='mmssm.StrictLoadHook', allow_missing=[...])], "
+    'docs/security.md)')
+
+
+def strict_loading(cfg: Config, strict: bool = True) -> None:
+    """Make ``load_from``, ``--resume`` and ``tools/test.py`` strict: add
+    ``mmssm.StrictLoadHook`` to ``custom_hooks`` unless the config has one (with its
+    declared exceptions); ``strict=False`` (``--non-strict``) turns its refusals into
+    warnings."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    ours = [h for h in hooks if isinstance(h, dict)
+            and str(h.get('type', '')).rsplit('.', 1)[-1] == 'StrictLoadHook']
+    if not ours:
+        hooks.append(dict(type='mmssm.StrictLoadHook'))
+        ours = hooks[-1:]
+    if not strict:
+        for hook in ours:
+            hook['strict'] = False
+    cfg.custom_hooks = hooks
+
+
 def trust_checkpoints(paths: Iterable[Optional[str]], flag: str = '--trust-pickle') -> List[str]:
     """A tool's ``--trust-pickle``: opt in to full unpickling of exactly these files
     (local paths or URLs; empty entries are skipped). Returns what was trusted; an error

@@ -12,15 +12,18 @@ public entry points are
   'Pretrained')``) calls through the family registry; an official or mmssm checkpoint,
   with a missing/unexpected report and an error when most keys fail.
 """
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from mmssm import families
-from mmssm.fileio import load_checkpoint_file, preview
+from mmssm.fileio import load_checkpoint_file
+from mmssm.loading import (IncompatibleCheckpointError, LoadRules, check_state_dict,
+                           diff_state_dict)
 
 from .checkpoint import backbone_state_dict, extract_state_dict, strip_prefix
 
@@ -72,10 +75,11 @@ class FamilyConverter:
 
     def load_checkpoint(self, model: nn.Module, filename: str, prefix: Optional[str] = None,
                         key: Optional[str] = None, trust_pickle: bool = False,
-                        strict: bool = False, logger=None) -> Dict[str, List[str]]:
+                        strict: bool = True, logger=None, **options) -> Dict[str, List[str]]:
         """Read a checkpoint file (local path or any mmengine backend URI) safely and load
-        it into ``model`` (see :func:`load_backbone_weights`); ``key`` picks a container
-        explicitly (e.g. MobileMamba's EMA weights ``'net_E'``)."""
+        it into ``model`` (see :func:`load_backbone_weights`, which also takes
+        ``options``: ``rules``, ``revise_keys``, ``drop_classifier``); ``key`` picks a
+        container explicitly (e.g. MobileMamba's EMA weights ``'net_E'``)."""
         from mmengine.fileio import get_local_path
         with get_local_path(filename) as local:
             contents = load_checkpoint_file(local, trust_pickle=trust_pickle)
@@ -83,7 +87,7 @@ class FamilyConverter:
             contents = extract_state_dict(contents, key)
         return load_backbone_weights(model, self.name, contents, prefix=prefix,
                                      strict=strict, source=f'checkpoint {filename!r}',
-                                     logger=logger)
+                                     logger=logger, **options)
 
 
 def get_converter(family: str) -> FamilyConverter:
@@ -158,61 +162,98 @@ def from_official(family: str, config: Mapping[str, Any],
 def state_dict_diff(model: nn.Module, state_dict: Mapping[str, Tensor]
                     ) -> Tuple[List[str], List[str], List[str]]:
     """(missing, unexpected, mis-shaped) entries of ``state_dict`` against ``model``;
-    a mis-shaped entry is described as ``'key: checkpoint (shape) vs model (shape)'``."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-        for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
-    ]
-    return missing, unexpected, mismatched
+    a mis-shaped entry is described as ``'key: checkpoint (shape) vs model (shape)'``
+    (:func:`mmssm.loading.diff_state_dict` as plain lists)."""
+    diff = diff_state_dict(model.state_dict(), state_dict)
+    mismatched = [f'{k}: checkpoint {a} vs model {b}' for k, a, b in diff.mismatched]
+    return diff.missing, diff.unexpected, mismatched
+
+
+#: how a backbone's Pretrained init_cfg accepts a difference (IncompatibleCheckpointError)
+ACCEPT_INIT_CFG = (
+    "declare the deliberate parts in the backbone's init_cfg: allow_missing=[...] (model "
+    'entries left at their initialisation, e.g. the output norms a dense backbone adds), '
+    'allow_unexpected=[...], allow_resized=[...] (entries the model fits to itself, e.g. '
+    "Vim's pos_embed), drop_classifier=True (an ImageNet classifier the dense backbone "
+    'has no place for); or strict=False to load what fits (docs/security.md)')
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: StateDict, strict: bool = True,
-                            source: str = 'checkpoint', logger=None) -> Dict[str, List[str]]:
-    """Load with a report. Mis-shaped keys are always an error; with ``strict`` any
-    missing/unexpected key is too; without it, a load that fills fewer than half of
-    the model's entries is an error and the rest is reported as a warning."""
-    missing, unexpected, mismatched = state_dict_diff(model, state_dict)
-    own_count = len(model.state_dict())
-    if mismatched:
-        raise RuntimeError(f'{source}: {len(mismatched)} shape mismatches for '
-                           f'{type(model).__name__}: {preview(mismatched, 5)}')
-    if strict and (missing or unexpected):
-        raise RuntimeError(
-            f'{source} does not match {type(model).__name__} strictly: '
-            f'{len(missing)} missing ({preview(missing)}), '
-            f'{len(unexpected)} unexpected ({preview(unexpected)})')
-    if own_count and len(missing) > own_count / 2:
-        raise RuntimeError(
-            f'{source}: only {own_count - len(missing)} of {own_count} entries of '
-            f'{type(model).__name__} were found in the checkpoint (missing: '
-            f'{preview(missing)}; unexpected: {preview(unexpected)}). Is it the right '
-            'family/variant? Refusing to continue with mostly random weights.')
-    model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
+                            source: str = 'checkpoint', logger=None,
+                            rules: Optional[LoadRules] = None,
+                            extra_unexpected: Sequence[str] = (),
+                            extra_mismatched: Sequence[Tuple[str, tuple, tuple]] = (),
+                            accept: str = ACCEPT_INIT_CFG) -> Dict[str, List[str]]:
+    """Load ``state_dict`` into ``model`` if it fits exactly or ``rules`` accept the
+    difference (:mod:`mmssm.loading`); otherwise raise
+    :class:`~mmssm.loading.IncompatibleCheckpointError` before anything is loaded.
+
+    ``rules`` default to ``LoadRules(strict=strict)``. ``extra_unexpected`` /
+    ``extra_mismatched`` are differences the caller already resolved on its own (entries
+    a converter dropped, entries a family resized) that the rules must still accept.
+    With ``strict=False`` what fits is loaded and the rest is logged as a warning; a
+    checkpoint of which nothing fits is an error even then.
+    """
+    rules = rules if rules is not None else LoadRules(strict=strict)
+    own = model.state_dict()
+    diff = diff_state_dict(own, state_dict)
+    diff.unexpected += list(extra_unexpected)
+    diff.mismatched += list(extra_mismatched)
+    target = type(model).__name__
+    refused = check_state_dict(diff, rules, source, target, accept)
+    fitting = OrderedDict((k, v) for k, v in state_dict.items()
+                          if k in own and tuple(v.shape) == tuple(own[k].shape))
+    if own and not fitting:
+        raise IncompatibleCheckpointError(
+            f'{source}: none of its {len(state_dict)} entries fits {target} '
+            f'({diff.summary()}); is it a checkpoint of this model?')
+    model.load_state_dict(fitting, strict=False)
+    if refused:
         from mmengine.logging import print_log
-        print_log(f'{source}: loaded into {type(model).__name__} with '
-                  f'{len(missing)} missing keys ({preview(missing)}) and '
-                  f'{len(unexpected)} unexpected keys ({preview(unexpected)})',
+        print_log(f'{source}: loaded into {target} with strict=False: {refused.summary()}',
                   logger=logger or 'current', level=30)
-    return dict(missing=missing, unexpected=unexpected)
+    return dict(missing=diff.missing, unexpected=diff.unexpected)
+
+
+def _dropped_by_converter(state_dict: StateDict, converted: StateDict) -> List[str]:
+    """Entries of ``state_dict`` (official names) that the family converter removed (its
+    ImageNet classifier). Converters rename entries and reshape some into views but
+    never copy them, so an entry survives iff a converted tensor is it or a view of it."""
+    def root(t: Tensor) -> int:
+        return id(t._base if t._base is not None else t)
+
+    kept = {root(v) for v in converted.values() if isinstance(v, Tensor)}
+    return [k for k, v in state_dict.items() if isinstance(v, Tensor) and root(v) not in kept]
 
 
 def load_backbone_weights(model: nn.Module, family: str, checkpoint: Any,
-                          prefix: Optional[str] = None, strict: bool = False,
-                          source: str = 'checkpoint', logger=None) -> Dict[str, List[str]]:
-    """Load an official or mmssm checkpoint (loaded contents) into ``model``.
+                          prefix: Optional[str] = None, strict: bool = True,
+                          source: str = 'checkpoint', logger=None,
+                          rules: Optional[LoadRules] = None,
+                          revise_keys: Sequence[Tuple[str, str]] = (),
+                          drop_classifier: bool = False) -> Dict[str, List[str]]:
+    """Load an official or mmssm checkpoint (loaded contents) into ``model``, strictly
+    unless ``rules`` (:class:`mmssm.loading.LoadRules`) declare what may differ.
 
     The format is detected by which interpretation fills more of the model: the
     keys as they are (mmssm checkpoints, e.g. written by our converters or by
     mmdet/mmseg training with ``prefix='backbone.'``) or after ``convert_official``.
+    ``revise_keys`` are mmengine's ``(pattern, replacement)`` renames, applied after the
+    prefix is selected. A checkpoint of another family is refused by that family's name.
+    What the family's converter removes (an official ImageNet classifier) and what its
+    ``prepare_model`` drops or resizes (Vim's class token and ``pos_embed``) count as
+    differences too: ``drop_classifier=True`` accepts the former, ``rules`` the latter.
     """
+    rules = rules if rules is not None else LoadRules(strict=strict)
     sd = extract_state_dict(checkpoint, None)
     sd = strip_prefix(sd, prefix) if prefix else backbone_state_dict(sd)
+    for pattern, replacement in revise_keys:
+        sd = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in sd.items())
     if not sd:
         raise RuntimeError(f'{source}: no weights left after selecting prefix {prefix!r}')
+    detected = detect_families(sd)
+    if detected and family not in detected:
+        _check_family(family, sd)  # raises: "this checkpoint looks like a '<family>' ..."
     own = set(model.state_dict())
     direct_hits = len(own & set(sd))
     converted = None
@@ -222,9 +263,23 @@ def load_backbone_weights(model: nn.Module, family: str, checkpoint: Any,
     except (KeyError, ValueError):
         if direct_hits == 0:
             raise
-    if converted is not None and len(own & set(converted)) > direct_hits:
+    dropped: List[str] = []
+    if converted is not None and len(own & set(converted)) >= direct_hits:
+        dropped = _dropped_by_converter(sd, converted)
         sd = converted
+    before = sd
     prepare = get_converter(family).prepare_model
     if prepare is not None and converted is not None:
-        sd = prepare(model, sd)
-    return load_state_dict_checked(model, sd, strict=strict, source=source, logger=logger)
+        sd = prepare(model, OrderedDict(sd))
+    # learned entries the preparation fitted to the model (buffers such as Vim's rope
+    # tables are functions of the configuration: replacing them changes nothing learned)
+    learned = dict(model.named_parameters())
+    resized = [(k, tuple(before[k].shape), tuple(sd[k].shape)) for k in before
+               if k in sd and k in learned and tuple(before[k].shape) != tuple(sd[k].shape)]
+    # entries the preparation removed without creating others (a fused layout adds some)
+    removed = [k for k in before if k not in sd] if set(sd) <= set(before) else []
+    classifier = [] if drop_classifier else [f'{k} (classifier, removed by the {family} '
+                                             'converter)' for k in dropped]
+    return load_state_dict_checked(model, sd, source=source, logger=logger, rules=rules,
+                                   extra_unexpected=classifier + removed,
+                                   extra_mismatched=resized)

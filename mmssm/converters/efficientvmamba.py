@@ -197,7 +197,10 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
                   drop_path_rate=float(cfg['drop_path_rate']),
                   with_cp=bool(cfg['use_checkpoint']))
     if cfg['pretrained']:
-        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'])
+        # like the official wrapper: the ImageNet classifier is not used, the output
+        # norms are new (declared: our loading is strict otherwise)
+        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'],
+                                  drop_classifier=True, allow_missing=['outnorm*'])
     return kwargs
 
 

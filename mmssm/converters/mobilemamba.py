@@ -194,7 +194,9 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
                   out_indices=tuple(config.get('out_indices', (1, 2, 3))),
                   norm_eval=bool(config.get('norm_eval', False)))
     if config.get('pretrained'):
-        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=config['pretrained'])
+        # like the official wrapper: the ImageNet classifier is not used (declared)
+        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=config['pretrained'],
+                                  drop_classifier=True)
     return kwargs
 
 

@@ -194,7 +194,10 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     if cfg['pretrained']:
         # The official wrapper loads ckpt['model'] in its constructor; ours loads in
         # init_weights() and raises instead of printing on failure.
-        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'])
+        # Like the official wrapper, the ImageNet classifier is not used and the output
+        # norms are new (declared: our loading is strict otherwise).
+        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'],
+                                  drop_classifier=True, allow_missing=['outnorm*'])
     return kwargs
 
 

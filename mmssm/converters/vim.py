@@ -199,7 +199,12 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
                             f"{type(cfg['pretrained']).__name__}")
         # NOTE: our loader keeps every position with its patch; the official one
         # shifts the middle-class-token checkpoints by one (docs/vim.md).
-        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'])
+        # like the official wrapper: classifier and class token not used, pos_embed
+        # resized, adapters and rope tables new (declared: our loading is strict)
+        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'],
+                                  drop_classifier=True, allow_unexpected=['cls_token'],
+                                  allow_resized=['pos_embed'],
+                                  allow_missing=['fpn*', 'rope.*'])
     return kwargs
 
 

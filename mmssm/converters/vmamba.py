@@ -288,7 +288,10 @@ def kwargs_from_official(config: Mapping[str, Any]) -> Dict[str, Any]:
     kwargs = dict(arch=arch, in_channels=int(cfg['in_chans']), out_indices=out_indices,
                   with_cp=bool(cfg['use_checkpoint']))
     if cfg['pretrained']:
-        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'])
+        # like the official wrapper: the ImageNet classifier is not used, the output
+        # norms are new (declared: our loading is strict otherwise)
+        kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=cfg['pretrained'],
+                                  drop_classifier=True, allow_missing=['outnorm*'])
     return kwargs
 
 

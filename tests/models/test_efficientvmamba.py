@@ -395,7 +395,8 @@ def test_kwargs_from_official_effective_and_ignored():
     assert to_ours(dict(base_cfg, use_checkpoint=True))['with_cp'] is True
     pretrained = to_ours(dict(base_cfg, pretrained='ckpts/efficient_vmamba_tiny.ckpt'))
     assert pretrained['init_cfg'] == dict(type='Pretrained',
-                                          checkpoint='ckpts/efficient_vmamba_tiny.ckpt')
+                                          checkpoint='ckpts/efficient_vmamba_tiny.ckpt',
+                                          drop_classifier=True, allow_missing=['outnorm*'])
     # dims lists longer than depths: the official model reads only the first entries.
     assert to_ours(dict(base_cfg, dims=[8, 16, 32, 64, 128]))['arch']['dims'] == [8, 16, 32, 64]
 

@@ -28,6 +28,7 @@ from mmssm.converters.mobilemamba import (fuse_state_dict, is_fused, kwargs_from
 from mmssm.models.backbones.mobilemamba import (MobileMamba, haar_filters,
                                                 inverse_wavelet_transform, mrffi_split,
                                                 se_reduced_channels, wavelet_transform)
+from mmssm.loading import IncompatibleCheckpointError
 from mmssm.models.necks.efficientvit_fpn import EfficientViTFPN
 from mmssm.registry import MODELS
 
@@ -280,10 +281,14 @@ def test_init_cfg_pretrained_and_cli(tmp_path, fixture):
     src = tmp_path / 'mobilemamba_small.pth'
     torch.save({'net': official, 'net_E': ema, 'epoch': 300}, src)
 
-    model = MobileMamba(dict(SMALL), init_cfg=dict(type='Pretrained', checkpoint=str(src)))
+    with pytest.raises(IncompatibleCheckpointError, match=r'7 unexpected \(head\.bn\.'):
+        MobileMamba(dict(SMALL), init_cfg=dict(type='Pretrained', checkpoint=str(src))
+                    ).init_weights()  # strict: the ImageNet classifier must be declared
+    model = MobileMamba(dict(SMALL), init_cfg=dict(type='Pretrained', checkpoint=str(src),
+                                                   drop_classifier=True))
     model.init_weights()
     assert_same_state(model, fixture['state_dict'])
-    model.load_pretrained(str(src), key='net_E')
+    model.load_pretrained(str(src), key='net_E', drop_classifier=True)
     assert_same_state(model, ema)
 
     fused_src = tmp_path / 'fused.pth'
@@ -312,7 +317,8 @@ def test_kwargs_from_official(fixture):
     assert kwargs['out_indices'] == (0, 1, 2, 3)
     cfg = dict(fixture['config'], pretrained='ckpt.pth', norm_eval=True, in_chans=4)
     kwargs = kwargs_from_official(cfg)
-    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='ckpt.pth')
+    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='ckpt.pth',
+                                      drop_classifier=True)
     assert kwargs['norm_eval'] is True and kwargs['in_channels'] == 4
     model = from_official('mobilemamba', dict(cfg, pretrained=None, out_indices=(1, 2, 3)))
     assert model.norm_eval and model.out_indices == (1, 2, 3)
@@ -351,7 +357,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match='vmamba|does not look like'):
         from_official('mobilemamba', dict(embed_dim=[36, 56, 72], depth=[1, 2, 1]), vmamba_sd)
     t2 = convert_official('mobilemamba', random_state_dict_from_tsv(keys_tsv('mobilemamba_t2')))
-    with pytest.raises(RuntimeError, match='shape mismatch'):
+    with pytest.raises(IncompatibleCheckpointError, match='mis-shaped'):
         load_state_dict_checked(MobileMamba('b1'), t2)
 
 

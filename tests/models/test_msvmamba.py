@@ -365,7 +365,7 @@ def test_msvmamba_v3_checkpoint_is_rejected():
 @meta_load
 def test_wrong_variant_checkpoint_is_a_shape_error():
     nano = convert_official('msvmamba', random_state_dict_from_tsv(keys_tsv('msvmamba_nano')))
-    with pytest.raises(RuntimeError, match='shape mismatch'):
+    with pytest.raises(RuntimeError, match='mis-shaped'):
         load_state_dict_checked(meta_model(arch='micro'), nano)
 
 
@@ -395,7 +395,8 @@ def test_official_defaults_and_supported_variations():
                                    'dims': [16, 24, 40, 48], 'ssm_dt_rank': 3,
                                    'pretrained': 'ckpt.pth', 'use_checkpoint': True})
     assert kwargs['ffn_drop_rate'] == 0.2 and kwargs['drop_path_rate'] == 0.1
-    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='ckpt.pth')
+    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='ckpt.pth',
+                                      drop_classifier=True, allow_missing=['outnorm*'])
     assert kwargs['with_cp'] is True
     with torch.device('meta'):
         model = MSVMamba(**kwargs)

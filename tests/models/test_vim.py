@@ -115,7 +115,8 @@ def test_checkpoint_wrappings_file_loading_and_cli(tmp_path):
     src = tmp_path / 'vim_t_midclstok_76p1acc.pth'
     torch.save({'model': official, 'args': argparse.Namespace(model='vim_tiny', lr=5e-4),
                 'epoch': 299}, src)
-    model = Vim(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(src)))
+    model = Vim(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(src),
+                                           drop_classifier=True))
     model.init_weights()
     assert same_tensors(model.state_dict(), plain)
 
@@ -300,7 +301,11 @@ def test_segmentor_checkpoint_file_into_another_size(tmp_path):
 
     kwargs = dict(arch=SMALL, img_size=96, with_cls_token=False, with_fpn=True,
                   use_rope=True, out_indices=(0, 1, 2))
-    model = Vim(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match=r"1 mis-shaped \(pos_embed: checkpoint \(1, 16, 16\) "
+                       r"vs model \(1, 36, 16\)\)"):  # strict: a resize must be declared
+        Vim(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+    model = Vim(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                        allow_resized=['pos_embed']))
     model.init_weights()
     expected = resize_pos_embed(seg.pos_embed.data, (4, 4), (6, 6), with_cls_token=False)
     torch.testing.assert_close(model.pos_embed.data, expected, rtol=0, atol=0)

@@ -256,7 +256,8 @@ def test_kwargs_from_official_maps_everything():
     kwargs = converter.kwargs_from_official(official_config(
         pretrained='/ckpt/vssm.pth', use_checkpoint=True, in_chans=4, ssm_dt_rank=3,
         drop_path_rate=0.25, forward_type='v2_noz_no32', embed_dims=96, window_size=7))
-    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='/ckpt/vssm.pth')
+    assert kwargs['init_cfg'] == dict(type='Pretrained', checkpoint='/ckpt/vssm.pth',
+                                      drop_classifier=True, allow_missing=['outnorm*'])
     assert kwargs['with_cp'] is True and kwargs['in_channels'] == 4
     arch = kwargs['arch']
     assert arch['dims'] == [96, 192, 384, 768] and arch['dt_rank'] == 3
@@ -482,7 +483,7 @@ def test_pretrained_mismatching_files_raise(tmp_path):
     assert other_width['patch_embed.0.weight'].shape != state_dict['patch_embed.0.weight'].shape
     few_keys = OrderedDict(list(state_dict.items())[:len(state_dict) // 5])
     unrelated = {'encoder.weight': torch.zeros(3, 3), 'decoder.bias': torch.zeros(3)}
-    cases = [(other_width, 'shape mismatch'), (few_keys, 'only'),
+    cases = [(other_width, 'mis-shaped'), (few_keys, 'missing'),
              (unrelated, "does not look like an official 'vmamba'")]
     for index, (contents, match) in enumerate(cases):
         path = tmp_path / f'bad{index}.pth'

@@ -92,7 +92,11 @@ def build(args):
         kwargs['out_indices'] = (stage, )  # the backbone validates the index
         backbone = build_backbone(name, arch, **kwargs)
     if args.checkpoint:
-        backbone.load_pretrained(args.checkpoint, trust_pickle=args.trust_pickle)
+        # non-strict: an ImageNet checkpoint has no output norms of a dense backbone
+        # (they stay at their identity init) and a classifier it does not use; the
+        # differences are logged
+        backbone.load_pretrained(args.checkpoint, trust_pickle=args.trust_pickle,
+                                 strict=False)
     return backbone, stage, list(backbone.out_indices).index(stage)
 
 

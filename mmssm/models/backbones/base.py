@@ -1,6 +1,6 @@
 """What every mmssm backbone shares: arch presets, pretrained loading, freezing."""
 import copy
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmssm import families
+from mmssm.loading import RULE_KEYS, LoadRules
 
 Tensor = torch.Tensor
 
@@ -83,6 +84,23 @@ def init_linear_and_layernorm(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+#: keys of a backbone's ``init_cfg=dict(type='Pretrained', ...)``: mmengine's, then mmssm's
+PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'revise_keys',
+                   'trust_pickle', 'drop_classifier') + RULE_KEYS
+
+
+def _revise_keys(value: Any, owner: str) -> Tuple[Tuple[str, str], ...]:
+    """mmengine's ``revise_keys``: a list of ``(pattern, replacement)`` pairs."""
+    if value is None:
+        return ()
+    pairs = tuple(tuple(pair) for pair in value) if isinstance(value, (list, tuple)) else None
+    if pairs is None or not all(len(p) == 2 and all(isinstance(x, str) for x in p)
+                                for p in pairs):
+        raise TypeError(f"{owner}: revise_keys must be a list of (pattern, replacement) "
+                        f"string pairs, e.g. [(r'^module\\.', '')], got {value!r}")
+    return pairs
+
+
 class SSMBackbone(BaseModule):
     """Base class: pretrained loading through our converters, stage freezing, and
     ``norm_eval``.
@@ -91,10 +109,22 @@ class SSMBackbone(BaseModule):
     :meth:`frozen_modules` (the modules of stages ``0..frozen_stages``) and call
     ``self._freeze_stages()`` at the end of their ``__init__``.
 
-    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None, trust_pickle=False)``
-    accepts an official checkpoint (converted on the fly) or an mmssm one; ``prefix``
-    selects a sub-module (e.g. ``'backbone.'`` of a detector checkpoint, found
-    automatically when present). Loading errors are raised, never swallowed.
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts an official checkpoint
+    (converted on the fly) or an mmssm one, and what mmengine's ``Pretrained`` accepts:
+    ``prefix`` selects a sub-module (e.g. ``'backbone.'`` of a detector checkpoint, found
+    automatically when present), ``map_location`` (tensors are read on the CPU and
+    copied into the parameters either way), ``revise_keys`` (``(pattern, replacement)``
+    renames, as in ``mmengine.runner.load_checkpoint``). mmssm's additions:
+
+    * ``trust_pickle=True``: full unpickling of this trusted file (safe loading
+      otherwise, :mod:`mmssm.fileio`);
+    * strict loading (:mod:`mmssm.loading`): every entry of the backbone must be filled
+      with the right shape and every checkpoint entry used, unless declared:
+      ``allow_missing`` / ``allow_unexpected`` / ``allow_resized`` (patterns of entry
+      names), ``drop_classifier=True`` (the official ImageNet classifier the family
+      converter removes), or ``strict=False`` (load what fits, warn about the rest).
+
+    Loading errors are raised, never swallowed.
     """
     family: str = ''
 
@@ -108,33 +138,38 @@ class SSMBackbone(BaseModule):
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, Mapping) and cfg.get('type') == 'Pretrained':
-            unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location',
-                                  'trust_pickle'}
+            owner = f'{type(self).__name__} init_cfg'
+            unknown = set(cfg) - set(PRETRAINED_KEYS)
             if unknown:
-                raise ValueError(f'{type(self).__name__}: unsupported Pretrained init_cfg '
-                                 f'keys {sorted(unknown)}')
+                raise ValueError(f'{owner}: unsupported Pretrained keys {sorted(unknown)}; '
+                                 f'supported: {", ".join(PRETRAINED_KEYS)}')
             if not cfg.get('checkpoint'):
-                raise ValueError(f'{type(self).__name__}: init_cfg Pretrained needs a '
-                                 "'checkpoint' path")
+                raise ValueError(f"{owner}: Pretrained needs a 'checkpoint' path")
             self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                 trust_pickle=cfg.get('trust_pickle', False))
+                                 trust_pickle=cfg.get('trust_pickle', False),
+                                 rules=LoadRules.from_cfg(cfg, owner),
+                                 revise_keys=_revise_keys(cfg.get('revise_keys'), owner),
+                                 drop_classifier=bool(cfg.get('drop_classifier', False)))
             self._is_init = True
             return
         super().init_weights()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
-                        trust_pickle: bool = False, strict: bool = False,
-                        key: Optional[str] = None) -> dict:
+                        trust_pickle: bool = False, strict: bool = True,
+                        key: Optional[str] = None, **options) -> dict:
         """Load an official or mmssm checkpoint file into this backbone.
 
         The family's converter (found through :mod:`mmssm.families`) reads the file
         safely, recognises the official layout and converts it; the model itself knows
         no checkpoint layout. ``key`` picks the checkpoint entry holding the weights
         (e.g. ``'net_E'``, MobileMamba's EMA weights); found automatically by default.
+        ``options`` (``rules``, ``revise_keys``, ``drop_classifier``) go to
+        :func:`mmssm.converters.load_backbone_weights`; loading is strict by default.
         """
         converter = families.get(self.family).converter()
         return converter.load_checkpoint(self, checkpoint, prefix=prefix, key=key,
-                                         trust_pickle=trust_pickle, strict=strict)
+                                         trust_pickle=trust_pickle, strict=strict,
+                                         **options)
 
     # -- freezing / norm_eval -------------------------------------------------------
     def frozen_modules(self) -> Iterable[nn.Module]:
