@@ -32,7 +32,7 @@ from mmssm.converters.base import ConversionError, state_dict_diff
 from mmssm.converters.checkpoint import extract_state_dict
 from mmssm.converters.detseg import (ConversionReport, convert_detseg, fill_unread, head_kind,
                                      prepare_backbone, unread_entries)
-from mmssm.fileio import load_checkpoint_file, preview
+from mmssm.fileio import atomic_save, load_checkpoint_file, preview
 
 Tensor = torch.Tensor
 
@@ -208,5 +208,5 @@ def convert_file(src: str, dst: str, family: str, task: str,
                 config=osp.relpath(config) if not osp.isabs(config) else config,
                 source=osp.basename(src), converter='tools/model_converters/official_to_mmssm.py')
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save({'state_dict': out, 'meta': meta}, dst)
+    atomic_save({'state_dict': out, 'meta': meta}, dst)  # never a truncated output
     return report

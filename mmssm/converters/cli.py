@@ -4,10 +4,8 @@ import hashlib
 import os
 from typing import Optional, Sequence
 
-import torch
-
 from mmssm import families
-from mmssm.fileio import TRUST_HELP, load_checkpoint_file
+from mmssm.fileio import TRUST_HELP, atomic_save, load_checkpoint_file
 
 from .base import convert_official
 from .checkpoint import extract_state_dict
@@ -42,8 +40,8 @@ def main(family: str, argv: Optional[Sequence[str]] = None) -> str:
     state_dict = {args.prefix + k: v.contiguous() for k, v in converted.items()}
     dst = args.dst
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({'state_dict': state_dict,
-                'meta': {'mmssm_family': family, 'source': os.path.basename(args.src)}}, dst)
+    atomic_save({'state_dict': state_dict,
+                 'meta': {'mmssm_family': family, 'source': os.path.basename(args.src)}}, dst)
     if args.publish:
         with open(dst, 'rb') as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:8]
