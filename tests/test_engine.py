@@ -53,7 +53,7 @@ def test_differences_are_refused_with_counts_names_and_the_way_out():
 def test_declared_differences_and_non_strict_are_accepted(caplog):
     model = Detector(MSVMamba(TINY))
     backbone_only = {f'backbone.{k}': v for k, v in model.backbone.state_dict().items()}
-    hook = HOOKS.build(dict(type='StrictLoadHook', allow_missing=['head.*']))
+    hook = HOOKS.build(dict(type='mmssm.StrictLoadHook', allow_missing=['head.*']))
     hook.after_load_checkpoint(runner_for(model), {'state_dict': backbone_only})
     StrictLoadHook(strict=False).after_load_checkpoint(runner_for(model),
                                                        {'state_dict': backbone_only})

@@ -77,11 +77,12 @@ def backbone_of(config: str):
     """(family, backbone cfg without init_cfg, init_cfg) of a config."""
     cfg = copy.deepcopy(dict(Config.fromfile(config).model.backbone))
     init_cfg = cfg.pop('init_cfg')
-    cfg['type'] = cfg['type'].rsplit('.', 1)[-1]
     return families.find(cfg['type']).name, cfg, dict(init_cfg)
 
 
 def build_meta(cfg, init_cfg=None):
+    """Build on the meta device; ``type`` with its ``mmssm.`` scope, so that whatever
+    default scope an earlier test left behind does not matter."""
     with torch.device('meta'):
         return MODELS.build(dict(cfg, init_cfg=init_cfg))
 
@@ -124,7 +125,7 @@ def test_another_variant_is_refused(fake_files):
     warning, leaving 180 of 406 entries random."""
     fake_files['t.pth'] = {'model': convert_official('vmamba', OrderedDict(
         (k, meta(*s)) for k, s in parse_keys_tsv(keys_tsv('vmamba_tiny_s2l5')).items()))}
-    model = build_meta(dict(type='VMamba', arch='small_s2l15'))
+    model = build_meta(dict(type='mmssm.VMamba', arch='small_s2l15'))
     with pytest.raises(IncompatibleCheckpointError,
                        match=r"180 missing \(.*226 of the model's 406 entries"):
         model.load_pretrained('t.pth')
@@ -135,7 +136,7 @@ def test_another_family_is_named(fake_files):
     when many of its names exist in the model (MSVMamba and VMamba share most)."""
     msv = convert_official('msvmamba', OrderedDict(
         (k, meta(*s)) for k, s in parse_keys_tsv(keys_tsv('msvmamba_tiny')).items()))
-    model = build_meta(dict(type='VMamba', arch='tiny_s1l8'))
+    model = build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'))
     assert len(set(msv) & set(model.state_dict())) > 50
     fake_files['msv.pth'] = {'state_dict': {f'backbone.{k}': v for k, v in msv.items()}}
     with pytest.raises(ValueError, match="looks like a 'msvmamba' checkpoint"):
@@ -144,7 +145,7 @@ def test_another_family_is_named(fake_files):
 
 def test_declarations_accept_exactly_what_they_name(fake_files):
     fake_files['c.pth'] = {'model': official_classification('vmamba', 'tiny_s1l8')}
-    cfg = dict(type='VMamba', arch='tiny_s1l8')
+    cfg = dict(type='mmssm.VMamba', arch='tiny_s1l8')
     partly = dict(type='Pretrained', checkpoint='c.pth', drop_classifier=True,
                   allow_missing=['outnorm0.*', 'outnorm1.*'])
     with pytest.raises(IncompatibleCheckpointError) as info:
@@ -159,7 +160,7 @@ def test_declarations_accept_exactly_what_they_name(fake_files):
 def test_non_strict_loads_what_fits_and_warns(fake_files, caplog):
     sd = official_classification('vmamba', 'tiny_s1l8')
     fake_files['c.pth'] = {'model': sd}
-    model = build_meta(dict(type='VMamba', arch='tiny_s1l8'),
+    model = build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'),
                        dict(type='Pretrained', checkpoint='c.pth', strict=False))
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine')  # print_log's 'current' logger
@@ -172,23 +173,23 @@ def test_non_strict_loads_what_fits_and_warns(fake_files, caplog):
 
 def test_pretrained_accepts_what_mmengine_accepts(fake_files):
     """prefix, map_location and revise_keys (mmengine's load_checkpoint renames)."""
-    model = build_meta(dict(type='VMamba', arch='tiny_s1l8'))
+    model = build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'))
     renamed = OrderedDict((f'encoder.trunk.{k}', v) for k, v in model.state_dict().items())
     fake_files['r.pth'] = {'state_dict': renamed}
     init_cfg = dict(type='Pretrained', checkpoint='r.pth', map_location='cpu',
                     revise_keys=[(r'^encoder\.', ''), (r'^trunk\.', '')])
-    build_meta(dict(type='VMamba', arch='tiny_s1l8'), init_cfg).init_weights()
-    build_meta(dict(type='VMamba', arch='tiny_s1l8'),
+    build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'), init_cfg).init_weights()
+    build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'),
                dict(type='Pretrained', checkpoint='r.pth', prefix='encoder.trunk.')
                ).init_weights()
     with pytest.raises(ValueError, match='does not look like'):  # keys not revised
-        build_meta(dict(type='VMamba', arch='tiny_s1l8'),
+        build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'),
                    dict(type='Pretrained', checkpoint='r.pth')).init_weights()
     with pytest.raises(TypeError, match='revise_keys must be a list of'):
-        build_meta(dict(type='VMamba', arch='tiny_s1l8'),
+        build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'),
                    dict(init_cfg, revise_keys=r'^encoder\.')).init_weights()
     with pytest.raises(ValueError, match="unsupported Pretrained keys \\['strcit'\\]"):
-        build_meta(dict(type='VMamba', arch='tiny_s1l8'),
+        build_meta(dict(type='mmssm.VMamba', arch='tiny_s1l8'),
                    dict(init_cfg, strcit=False)).init_weights()
     with pytest.raises(TypeError, match='allow_missing must be a pattern'):
         LoadRules.from_cfg(dict(allow_missing=[1]))
