@@ -74,6 +74,33 @@ def test_compat_is_idempotent():
     assert 'weights_only' in compat.applied()['mmengine.runner.checkpoint']
 
 
+def test_install_doc_lists_every_shim_with_an_existing_test():
+    """docs/install.md's shim table names each shim of compat.SHIMS once, with its
+    upstream issue and tests that exist (the shim count stays honest)."""
+    import os.path as osp
+    import re
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    with open(osp.join(root, 'docs', 'install.md')) as f:
+        text = f.read()
+    section = text.split('## Compatibility shims (`mmssm/compat.py`)')[1].split('\n## ')[0]
+    rows = [line.split(' | ') for line in section.splitlines()
+            if line.startswith('| `') and not line.startswith('|---')]
+    documented = [re.fullmatch(r'\| `(\w+)`', row[0]).group(1) for row in rows]
+    assert sorted(documented) == sorted({shim.name for shim in compat.SHIMS})
+    for row in rows:
+        assert len(row) == 5 and row[2].strip(), row[0]  # upstream issue column filled
+        tests = re.findall(r'`(tests/[\w/]+\.py)(?:::(\w+)\*?)?`', row[4])
+        assert tests, f'{row[0]}: no test named'
+        for path, name in tests:
+            with open(osp.join(root, path)) as f:
+                source = f.read()
+            if name:
+                assert f'def {name}' in source, f'{row[0]}: {path}::{name} not found'
+        # '::name' alone continues the file named before it
+        for name in re.findall(r'`::(\w+)`', row[4]):
+            assert f'def {name}' in source, f'{row[0]}: {name} not found'
+
+
 # --------------------------------------------------------------------------- mmdet
 MASK_RCNN = """
     _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
