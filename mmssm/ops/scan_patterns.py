@@ -33,6 +33,7 @@ or with the environment variable ``MMSSM_DISABLE_TRITON=1``, they use the PyTorc
 index_select / index_add path below. ``backend='torch'`` / ``'triton'`` forces one.
 """
 import os
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Dict, Optional, Tuple
@@ -240,6 +241,28 @@ def resolve_gather_backend(t: Tensor, backend: Optional[str] = None) -> str:
     return backend
 
 
+_index_checks: Dict[Tuple[int, int], tuple] = {}  # (id, pixels) -> (ref, padded, version)
+
+
+def _has_padding(index: Tensor, pixels: int) -> bool:
+    """Whether ``index`` has padding steps (-1); raises if it addresses pixels outside a
+    map of ``pixels``. The answer is kept per index tensor (the maps are cached, so a
+    model pays for the check -- a host synchronisation -- once per size, not per call)."""
+    key = (id(index), pixels)
+    known = _index_checks.get(key)
+    if known is not None and known[0]() is index and index._version == known[2]:
+        return known[1]
+    if bool((index < -1).any()) or bool((index >= pixels).any()):
+        raise ValueError(f'scan pattern: index {tuple(index.shape)} addresses pixels outside '
+                         f'a map of {pixels}')
+    padded = bool((index < 0).any())
+    if len(_index_checks) > 1024:  # dead entries of freed maps
+        for k in [k for k, v in _index_checks.items() if v[0]() is None]:
+            del _index_checks[k]
+    _index_checks[key] = (weakref.ref(index), padded, index._version)
+    return padded
+
+
 def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Read a map into scan layout.
 
@@ -260,9 +283,7 @@ def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> T
     batch, channels, pixels = flat.shape
     routes, length = index.shape
     exporting = torch.onnx.is_in_onnx_export()  # maps built in the graph: one path for all
-    if not exporting and (bool((index < -1).any()) or bool((index >= pixels).any())):
-        raise ValueError(f'scan_gather: index addresses pixels outside a map of {pixels}')
-    if exporting or bool((index < 0).any()):
+    if exporting or _has_padding(index, pixels):
         flat = torch.cat([flat, flat.new_zeros(batch, channels, 1)], dim=2)
         index = torch.where(index < 0, torch.full_like(index, pixels), index)
     out = flat.index_select(2, index.reshape(-1)).view(batch, channels, routes, length)
@@ -304,7 +325,7 @@ def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
         index3 = flat_index.reshape(1, 1, -1).expand(batch, channels, -1)
         out = ys.new_zeros(batch, channels, pixels + 1).scatter_add(2, index3, src)
         out = out[:, :, :pixels]
-    elif bool((flat_index < 0).any()):
+    elif _has_padding(index, pixels):
         flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
                                  flat_index)
         out = ys.new_zeros(batch, channels, pixels + 1).index_add(2, flat_index, src)
@@ -312,3 +333,142 @@ def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
     else:
         out = ys.new_zeros(batch, channels, pixels).index_add(2, flat_index, src)
     return out.view(batch, channels, *size)
+
+
+# ------------------------------------------------------------------ permutation patterns
+# A pattern whose every route is the whole map read row- or column-major, possibly
+# reversed (ScanPattern.is_permutation: 'cross', 'bidirectional', 'row'), needs no index
+# map at all: a route is the map itself, its transpose, or one of those reversed. On the
+# torch path gather_routes / merge_routes below move the data with copies, transposes and
+# flips -- sequential memory access, no index validation (no host synchronisation), and a
+# contiguous (B, K, C, L) result that the scan reads without another copy. They are an
+# autograd pair (each one's backward is the other), exactly the adjoints of
+# scan_gather / scan_merge with the pattern's index map, which every other case (padded or
+# concatenated routes, Triton on CUDA, ONNX export) still uses.
+
+
+def _oriented(x: Tensor, order: str) -> Tensor:
+    """The (B, C, h, w) map read in ``order``: itself ('row') or transposed ('col')."""
+    return x if order == 'row' else x.transpose(2, 3)
+
+
+def _permutation_gather(x: Tensor, pattern: 'ScanPattern') -> Tensor:
+    """(B, C, H, W) -> contiguous (B, K, C, H*W) for a permutation pattern."""
+    batch, channels, height, width = x.shape
+    length = height * width
+    out = x.new_empty(batch, pattern.num_routes, channels, length)
+    forward_route = {}  # order -> route k that holds the un-reversed read
+    for k, (seg, ) in enumerate(pattern.routes):
+        if not seg.reverse and seg.order not in forward_route:
+            src = _oriented(x, seg.order)
+            out[:, k].view(batch, channels, *src.shape[2:]).copy_(src)
+            forward_route[seg.order] = k
+    for k, (seg, ) in enumerate(pattern.routes):
+        j = forward_route.get(seg.order)
+        if j == k:
+            continue
+        if j is None:  # no forward read of this order: flip both axes of the map
+            src = _oriented(x, seg.order)
+            if seg.reverse:
+                src = src.flip(2, 3)
+            out[:, k].view(batch, channels, *src.shape[2:]).copy_(src)
+        elif seg.reverse:
+            out[:, k] = out[:, j].flip(-1)
+        else:  # the same read twice
+            out[:, k] = out[:, j]
+    return out
+
+
+def _permutation_merge(ys: Tensor, pattern: 'ScanPattern', height: int,
+                       width: int) -> Tensor:
+    """(B, K, C, H*W) -> (B, C, H, W), channels-last memory: the sum of every route's
+    output on its pixels."""
+    batch, _, channels, _ = ys.shape
+    per_order = {}  # order -> (B, C, L) sum of that order's routes, un-reversed
+    for k, (seg, ) in enumerate(pattern.routes):
+        y = ys[:, k].flip(-1) if seg.reverse else ys[:, k]
+        per_order[seg.order] = y if seg.order not in per_order else per_order[seg.order] + y
+    maps = [_oriented(y.reshape(batch, channels, *((height, width) if order == 'row' else
+                                                   (width, height))), order)
+            for order, y in per_order.items()]
+    # The last pass writes channels-last (B, H, W, C) memory: what a channel LayerNorm
+    # (LayerNorm2d), the usual next op, reads without a copy.
+    out = torch.empty((batch, channels, height, width), dtype=ys.dtype, device=ys.device,
+                      memory_format=torch.channels_last)
+    if len(maps) == 1:
+        return out.copy_(maps[0])
+    return torch.add(maps[0], maps[1], out=out)
+
+
+class _GatherRoutes(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, pattern):
+        ctx.pattern = pattern
+        ctx.size = x.shape[2:]
+        return _permutation_gather(x, pattern)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _MergeRoutes.apply(grad, ctx.pattern, *ctx.size), None
+
+
+class _MergeRoutes(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, ys, pattern, height, width):
+        ctx.pattern = pattern
+        return _permutation_merge(ys, pattern, height, width)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _GatherRoutes.apply(grad, ctx.pattern), None, None, None
+
+
+def _fast_path(t: Tensor, pattern: 'ScanPattern', backend: Optional[str]) -> bool:
+    return (pattern.is_permutation and not torch.onnx.is_in_onnx_export()
+            and resolve_gather_backend(t, backend) == 'torch')
+
+
+def gather_routes(x: Tensor, pattern, *, backend: Optional[str] = None) -> Tensor:
+    """:func:`scan_gather` of ``pattern``'s index map over ``x``'s map.
+
+    Args:
+        x: (B, C, H, W) or (B, C, P) (a 1 x P map) features, any strides.
+        pattern: a :class:`ScanPattern` or the name of one.
+        backend: as for :func:`scan_gather`.
+
+    Returns:
+        (B, K, C, L'); contiguous for permutation patterns on the torch path, which
+        skip the index map (flips and transposes, see above).
+    """
+    pattern = get_scan_pattern(pattern) if isinstance(pattern, str) else pattern
+    if x.dim() not in (3, 4):
+        raise ValueError(f'gather_routes: x must be (B, C, H, W) or (B, C, P), got '
+                         f'{tuple(x.shape)}')
+    size = tuple(x.shape[2:]) if x.dim() == 4 else (1, x.shape[2])
+    if _fast_path(x, pattern, backend):
+        if pattern.routes == ((Segment('row'), ), ):  # the map itself: a view if it can be
+            return x.reshape(x.shape[0], 1, x.shape[1], -1)
+        return _GatherRoutes.apply(x.reshape(*x.shape[:2], *size), pattern)
+    return scan_gather(x, pattern.index(*size, x.device), backend=backend)
+
+
+def merge_routes(ys: Tensor, pattern, size: Tuple[int, ...], *,
+                 backend: Optional[str] = None) -> Tensor:
+    """:func:`scan_merge` of ``pattern``'s index map: (B, K, C, L') -> (B, C, *size),
+    ``size`` = (H, W) or (P,) (a 1 x P map)."""
+    pattern = get_scan_pattern(pattern) if isinstance(pattern, str) else pattern
+    if ys.dim() != 4 or ys.shape[1] != pattern.num_routes:
+        raise ValueError(f'merge_routes: ys must be (B, {pattern.num_routes}, C, L\') for '
+                         f'pattern {pattern.name!r}, got {tuple(ys.shape)}')
+    height, width = (size[0], size[1]) if len(size) == 2 else (1, size[0])
+    if _fast_path(ys, pattern, backend):
+        if ys.shape[3] != height * width:
+            raise ValueError(f'merge_routes: routes of length {ys.shape[3]} do not cover a '
+                             f'{height}x{width} map')
+        if pattern.routes == ((Segment('row'), ), ):
+            return ys.reshape(ys.shape[0], ys.shape[2], *size)
+        merged = _MergeRoutes.apply(ys, pattern, int(height), int(width))
+        return merged if len(size) == 2 else merged.reshape(ys.shape[0], ys.shape[2], *size)
+    return scan_merge(ys, pattern.index(height, width, ys.device), size, backend=backend)

@@ -27,8 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmssm.ops.scan_patterns import (multiscale_low_index, row_major_index, scan_gather,
-                                     scan_merge)
+from mmssm.ops.scan_patterns import gather_routes, merge_routes
 from mmssm.registry import MODELS
 from ..layers import DropPath, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite, drop_path_rates
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
@@ -118,12 +117,13 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def _scan_branch(self, x: Tensor, index: Tensor, slot: int) -> Tensor:
-        """Scan the NCHW map ``x`` along ``index`` with parameter ``slot``, normalise
-        every token with ``out_norm`` and sum the result back onto the pixels."""
-        ys = self.scan_routes(scan_gather(x, index), first_route=slot)  # (B, 1, E, L)
+    def _scan_branch(self, x: Tensor, pattern: str, slot: int) -> Tensor:
+        """Scan the NCHW map ``x`` along the scan pattern ``pattern`` with parameter
+        ``slot``, normalise every token with ``out_norm`` and sum the result back onto
+        the pixels."""
+        ys = self.scan_routes(gather_routes(x, pattern), first_route=slot)  # (B, 1, E, L)
         ys = self.out_norm(ys.transpose(2, 3)).transpose(2, 3).to(x.dtype)
-        return scan_merge(ys, index, tuple(x.shape[2:]))
+        return merge_routes(ys, pattern, tuple(x.shape[2:]))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[-1] != self.d_model:
@@ -134,10 +134,8 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         x = x.permute(0, 3, 1, 2)
         full = F.silu(self.conv2d(x))
         low = F.silu(self.conv2d_b1(x))  # from the pre-3x3 input, as in the official code
-        y_full = self._scan_branch(full, row_major_index(height, width, x.device),
-                                   self.FULL_RES_SLOT)
-        y_low = self._scan_branch(low, multiscale_low_index(*low.shape[2:], x.device),
-                                  self.LOW_RES_SLOT)
+        y_full = self._scan_branch(full, 'row', self.FULL_RES_SLOT)
+        y_low = self._scan_branch(low, 'multiscale_low', self.LOW_RES_SLOT)
         y = y_full + F.interpolate(y_low, size=(height, width), mode='bilinear',
                                    align_corners=False)
         if self.use_se:

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops import selective_scan
-from mmssm.ops.scan_patterns import get_scan_pattern, scan_gather, scan_merge
+from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from .common import LayerNorm2d, Linear2d
 
 Tensor = torch.Tensor
@@ -75,9 +75,10 @@ def scan_routes(xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
     dtype = xs.dtype
     if weight_dtype is None:
         weight_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    proj = torch.einsum('bkel,kce->bkcl', xs, x_proj_weight.to(dtype))
+    # (K, R + 2N, E) @ (B, K, E, L) and (K, E, R) @ (B, K, R, L): batched matmuls
+    proj = torch.matmul(x_proj_weight.to(dtype), xs)
     dt, b_proj, c_proj = torch.split(proj, [rank, n, n], dim=2)
-    dt = torch.einsum('bkrl,ker->bkel', dt, dt_projs_weight.to(dtype))
+    dt = torch.matmul(dt_projs_weight.to(dtype), dt)
     ys = selective_scan(
         xs.reshape(batch, routes * channels, length),
         dt.reshape(batch, routes * channels, length).to(dtype),
@@ -220,9 +221,11 @@ class SS2D(SelectiveScanRoutes):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
-        """Route outputs (B, K, E, L') -> (B, E, *size): :func:`scan_merge` (the parity
-        tests override it to reproduce an upstream merge variant)."""
-        return scan_merge(ys, index, size)
+        """Route outputs (B, K, E, L') -> (B, E, *size): the adjoint of the gather
+        (:func:`~mmssm.ops.scan_patterns.merge_routes` of the pattern, whose map is
+        ``index``; the parity tests override this to reproduce an upstream merge
+        variant)."""
+        return merge_routes(ys, self.pattern, size)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.d_model:
@@ -233,7 +236,7 @@ class SS2D(SelectiveScanRoutes):
             x, z = x.chunk(2, dim=1)
         x = F.silu(self.conv2d(x))
         index = self.pattern.index(height, width, x.device)
-        ys = self.scan_routes(scan_gather(x, index))
+        ys = self.scan_routes(gather_routes(x, self.pattern))
         y = self.merge_routes(ys, index, (height, width))
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
