@@ -528,3 +528,36 @@ def test_unsupported_official_checkpoint_variants():
     with pytest.raises(ValueError, match='square'):
         model.adapt_state_dict({'pos_embed': torch.zeros(1, 13, 16),
                                 'cls_token': torch.zeros(1, 1, 16)})
+
+
+def test_mixer_reuses_stacked_parameters_until_one_changes():
+    """Inference reuses the stacked per-direction parameters; an optimizer step, a
+    load_state_dict, a dtype change or a grad-enabled forward never sees stale ones."""
+    from mmssm.models.backbones.vim import BiMambaMixer
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(8, d_state=4).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        first = mixer.route_parameters()
+        assert mixer.route_parameters() is first  # reused
+        y0 = mixer(x)
+    opt = torch.optim.SGD(mixer.parameters(), lr=0.5)
+    mixer(x).square().sum().backward()  # grad enabled: built in the graph, not cached
+    assert mixer.__dict__.get('_route_parameters') is None
+    assert all(p.grad is not None for p in (mixer.x_proj_b.weight, mixer.A_b_log, mixer.D_b))
+    opt.step()
+    with torch.no_grad():
+        stepped = mixer.route_parameters()
+        assert stepped is not first
+        assert torch.equal(stepped[2], torch.stack([mixer.x_proj.weight,
+                                                    mixer.x_proj_b.weight]))
+        y1 = mixer(x)
+    assert not torch.allclose(y0, y1)
+    fresh = BiMambaMixer(8, d_state=4).eval()
+    with torch.no_grad():
+        fresh(x)
+        fresh.load_state_dict(mixer.state_dict())
+        assert torch.equal(fresh(x), y1)
+        fresh.double()
+        assert fresh.route_parameters()[5].dtype == torch.float64
+        assert torch.allclose(fresh(x.double()), y1.double(), atol=1e-5)

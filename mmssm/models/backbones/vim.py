@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmssm.ops.scan_patterns import bidirectional_index, scan_gather, scan_merge
+from mmssm.ops.scan_patterns import gather_routes, merge_routes
 from mmssm.registry import MODELS
 from ..layers import (DropPath, drop_path_rates, init_dt_projection, init_s4d_real,
                       pyramid_resample, scan_routes)
@@ -337,34 +337,58 @@ class BiMambaMixer(nn.Module):
             a_log._no_weight_decay = True
             d._no_weight_decay = True
 
+    def route_parameters(self) -> Tuple[Tensor, ...]:
+        """Both directions' parameters stacked as the one grouped conv / scan wants them:
+        (conv weight, conv bias or None, x_proj, dt_proj weight, dt_proj bias, A_log, D).
+
+        Built anew whenever autograd needs them; otherwise built once and reused until a
+        parameter changes (its storage or version: an optimizer step, load_state_dict,
+        ``.to()``), so inference does not rebuild them in every block of every forward.
+        """
+        params = (self.conv1d.weight, self.conv1d_b.weight, self.conv1d.bias,
+                  self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
+                  self.dt_proj.weight, self.dt_proj_b.weight, self.dt_proj.bias,
+                  self.dt_proj_b.bias, self.A_log, self.A_b_log, self.D, self.D_b)
+        needs_graph = torch.is_grad_enabled() and any(
+            p is not None and p.requires_grad for p in params)
+        key = None if needs_graph else tuple(
+            None if p is None else (p.data_ptr(), p._version, p.dtype, p.device)
+            for p in params)
+        cached = self.__dict__.get('_route_parameters')
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        (conv_w, conv_w_b, conv_bias, conv_bias_b, x_proj, x_proj_b, dt_w, dt_w_b, dt_bias,
+         dt_bias_b, a_log, a_log_b, d, d_b) = params
+        stacked = (torch.cat([conv_w, conv_w_b]),
+                   None if conv_bias is None else torch.cat([conv_bias, conv_bias_b]),
+                   torch.stack([x_proj, x_proj_b]), torch.stack([dt_w, dt_w_b]),
+                   torch.stack([dt_bias, dt_bias_b]), torch.cat([a_log, a_log_b]),
+                   torch.cat([d, d_b]))
+        self.__dict__['_route_parameters'] = None if key is None else (key, stacked)
+        return stacked
+
     def forward(self, hidden: Tensor) -> Tensor:
         batch, length, channels = hidden.shape
         if channels != self.embed_dims:
             raise ValueError(f'BiMambaMixer expects (B, L, {self.embed_dims}), got '
                              f'{tuple(hidden.shape)}')
         di = self.d_inner
-        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2Di, L)
-        index = bidirectional_index(length, hidden.device)
-        routes = scan_gather(xz, index)  # (B, 2, 2Di, L): forward, reversed
-        x, z = routes.split(di, dim=2)
+        x, z = self.in_proj(hidden).transpose(1, 2).split(di, dim=1)  # (B, Di, L) each
+        # Route 0 forward, route 1 reversed: (B, 2, Di, L), contiguous.
+        x = gather_routes(x, 'bidirectional')
+        z = gather_routes(z, 'bidirectional')
+        conv_w, conv_b, x_proj, dt_w, dt_b, a_log, d = self.route_parameters()
 
-        # Route k uses its own causal depthwise conv: one grouped conv over 2Di channels.
-        conv_w = torch.cat([self.conv1d.weight, self.conv1d_b.weight])
-        conv_b = (torch.cat([self.conv1d.bias, self.conv1d_b.bias])
-                  if self.conv1d.bias is not None else None)
-        u = F.conv1d(F.pad(x.reshape(batch, 2 * di, length), (self.d_conv - 1, 0)),
-                     conv_w, conv_b, groups=2 * di)
-        u = F.silu(u).view(batch, 2, di, length)
+        # Route k uses its own causal depthwise conv: one grouped conv over 2Di channels
+        # (padded on both sides; the outputs past L are dropped).
+        u = F.conv1d(x.reshape(batch, 2 * di, length), conv_w, conv_b, padding=self.d_conv - 1,
+                     groups=2 * di)
+        u = F.silu(u[..., :length]).view(batch, 2, di, length)
 
         # One scan for both directions (route k = direction k), through the shared core;
         # the weights stay float64 for a float64 model.
-        ys = scan_routes(
-            u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]),
-            torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]),
-            torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]),
-            torch.cat([self.A_log, self.A_b_log]), torch.cat([self.D, self.D_b]), z=z,
-            weight_dtype=None)
-        y = scan_merge(ys, index, (length, ))  # y_f + y_b
+        ys = scan_routes(u, x_proj, dt_w, dt_b, a_log, d, z=z, weight_dtype=None)
+        y = merge_routes(ys, 'bidirectional', (length, ))  # y_f + y_b
         if self.divide_out:
             y = y / 2
         return self.out_proj(y.transpose(1, 2))
