@@ -210,3 +210,23 @@ def test_ss2d_rejects_bad_input():
         module(torch.randn(1, 3, 5, 5))
     with pytest.raises(ValueError, match=r'got \(4, 5, 5\)'):
         module(torch.randn(4, 5, 5))
+
+
+def test_linear2d_keeps_the_layout_and_equals_the_1x1_conv():
+    """Linear2d on a channels-last map (what LayerNorm2d returns) multiplies it in place
+    and returns channels-last; on any layout it is the 1x1 convolution."""
+    from mmssm.models.layers.common import LayerNorm2d, Linear2d
+    torch.manual_seed(0)
+    lin = Linear2d(6, 5).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    last = x.contiguous(memory_format=torch.channels_last)
+    for inp in (x, last, x[:, :, :, ::2]):
+        got = lin(inp)
+        want = F.conv2d(inp.contiguous(), lin.weight[:, :, None, None], lin.bias)
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    assert lin(last).is_contiguous(memory_format=torch.channels_last)
+    normed = LayerNorm2d(6).double()(x)
+    assert normed.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(lin(normed), F.conv2d(normed.contiguous(),
+                                                lin.weight[:, :, None, None], lin.bias),
+                          rtol=0, atol=1e-12)

@@ -53,9 +53,17 @@ class LayerNorm2d(nn.LayerNorm):
 class Linear2d(nn.Linear):
     """A linear layer over the channels of an NCHW map (a 1x1 convolution) whose
     weight keeps the ``nn.Linear`` (out, in) shape, so checkpoints of either layout
-    load unchanged."""
+    load unchanged.
+
+    The output keeps the input's memory layout without a copy: a channels-last map (what
+    :class:`LayerNorm2d` returns) is multiplied as the (B, H, W, C) matrix it is stored
+    as, a contiguous one goes through a 1x1 convolution.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+                memory_format=torch.channels_last):
+            return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
         return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 
