@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Regenerates the CPU tables of docs/benchmarks.md (issue 16) in one go:
+#   1. the selective-scan kernel per state update (benchmark_scan.py), optionally against
+#      another build of mmssm._C in the same process (the "before" column);
+#   2. the backbones against mmpretrain's at 224 and 512, growth to 896, a training step
+#      (batch 2) and 1 vs 2 threads (benchmark_backbone.py --peers).
+# Single-thread numbers are CPU time of the process (--timer process): on a shared machine
+# they measure the work, not the queue; the thread scaling is wall time by nature.
+#
+# Usage: tools/analysis_tools/cpu_report.sh OUT_DIR [BASELINE_C_SO]
+#   OUT_DIR        where scan.md / backbones.md (+ .json) are written
+#   BASELINE_C_SO  optional: a mmssm/_C*.so built from another commit
+# Environment: PYTHON (default: python), ITERS (default 5).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:?usage: $0 OUT_DIR [BASELINE_C_SO]}
+BASELINE=${2:-}
+PY=${PYTHON:-python}
+ITERS=${ITERS:-5}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+     "load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
+scan_args=(--threads 1 --timer process --backends cpu --markdown "$OUT/scan.md"
+           --json "$OUT/scan.json")
+if [ -n "$BASELINE" ]; then
+  scan_args+=(--cpu-baseline "$BASELINE")
+fi
+rm -f "$OUT/scan.md"
+"$PY" tools/analysis_tools/benchmark_scan.py "${scan_args[@]}"
+"$PY" tools/analysis_tools/benchmark_backbone.py --peers --threads 1 --timer process \
+    --iters "$ITERS" --warmup 1 --markdown "$OUT/backbones.md" --json "$OUT/backbones.json"
+echo "# done, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
