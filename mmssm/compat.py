@@ -478,6 +478,49 @@ def _save_checkpoint_with_step(self, runner, step, meta):
             self.file_backend.rmtree(path)
 
 
+class _DeferredRemovals:
+    """A view of a file backend whose ``remove`` / ``rmtree`` are recorded, not done."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.pending: List[Tuple[str, str]] = []
+
+    def remove(self, path):
+        self.pending.append(('remove', path))
+
+    def rmtree(self, path):
+        self.pending.append(('rmtree', path))
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def _remove_after_saving(original: Callable) -> Callable:
+    """``CheckpointHook._save_best_checkpoint`` whose deletions (the previous best
+    checkpoint) happen only after the method -- the new best save included -- has
+    completed; if it fails, nothing is deleted."""
+    if getattr(original, '_mmssm_order', False):
+        return original
+
+    @functools.wraps(original)
+    def _save_best_checkpoint(self, runner, metrics):
+        backend = self.file_backend
+        deferred = _DeferredRemovals(backend)
+        self.file_backend = deferred
+        try:
+            original(self, runner, metrics)
+        finally:
+            self.file_backend = backend
+        current = {self.last_ckpt, getattr(self, 'best_ckpt_path', None),
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for operation, path in deferred.pending:
+            if path not in current:  # never the file just written under the same name
+                getattr(backend, operation)(path)
+
+    _save_best_checkpoint._mmssm_order = True
+    return _save_best_checkpoint
+
+
 def _patch_checkpoint_hook(module: types.ModuleType) -> None:
     """mmengine 0.10.7 ``CheckpointHook._save_checkpoint_with_step``
     (hooks/checkpoint_hook.py) deletes the checkpoint that ``max_keep_ckpts`` retires
@@ -486,12 +529,19 @@ def _patch_checkpoint_hook(module: types.ModuleType) -> None:
     ``last_checkpoint`` naming a deleted file, so ``--resume`` has nothing to resume
     from. No upstream issue or fix as of mmengine 0.10.7.
 
-    The shim replaces that one method with :func:`_save_checkpoint_with_step` (same
-    bookkeeping, crash-safe order). Subclasses that override the method keep theirs.
+    ``_save_best_checkpoint`` (``save_best``) likewise deletes the previous
+    ``best_*.pth`` before it saves the new one: a crash in between leaves no best
+    checkpoint.
+
+    The shim replaces ``_save_checkpoint_with_step`` with
+    :func:`_save_checkpoint_with_step` (same bookkeeping, crash-safe order) and wraps
+    ``_save_best_checkpoint`` so that its deletions run after it has saved
+    (:func:`_remove_after_saving`). Subclasses that override a method keep theirs.
     """
     hook = module.CheckpointHook
     if hook.__dict__.get('_save_checkpoint_with_step') is not _save_checkpoint_with_step:
         hook._save_checkpoint_with_step = _save_checkpoint_with_step
+    hook._save_best_checkpoint = _remove_after_saving(hook.__dict__['_save_best_checkpoint'])
 
 
 # --------------------------------------------------------------------------- the list
@@ -518,7 +568,8 @@ SHIMS: Tuple[Shim, ...] = (
       for name in ('mmengine.runner.checkpoint', 'mmengine.runner.runner',
                    'mmengine.runner')),
     Shim('checkpoint_order', 'mmengine.hooks.checkpoint_hook', _patch_checkpoint_hook,
-         reason='max_keep_ckpts deletes the old checkpoint before the new one is saved; '
+         reason='max_keep_ckpts and save_best delete the old checkpoint before the new one '
+                'is saved; '
                 'no upstream issue'),
 )
 

@@ -89,16 +89,15 @@ def test_install_doc_lists_every_shim_with_an_existing_test():
     assert sorted(documented) == sorted({shim.name for shim in compat.SHIMS})
     for row in rows:
         assert len(row) == 5 and row[2].strip(), row[0]  # upstream issue column filled
-        tests = re.findall(r'`(tests/[\w/]+\.py)(?:::(\w+)\*?)?`', row[4])
-        assert tests, f'{row[0]}: no test named'
-        for path, name in tests:
-            with open(osp.join(root, path)) as f:
-                source = f.read()
+        # `tests/FILE.py`, `tests/FILE.py::name`, and `::name` for the file named before
+        refs = re.findall(r'`(tests/[\w/]+\.py)?(?:::(\w+))?\*?`', row[4])
+        assert refs and refs[0][0], f'{row[0]}: no test file named'
+        for path, name in refs:
+            if path:
+                with open(osp.join(root, path)) as f:
+                    source = f.read()
             if name:
                 assert f'def {name}' in source, f'{row[0]}: {path}::{name} not found'
-        # '::name' alone continues the file named before it
-        for name in re.findall(r'`::(\w+)`', row[4]):
-            assert f'def {name}' in source, f'{row[0]}: {name} not found'
 
 
 # --------------------------------------------------------------------------- mmdet
@@ -443,3 +442,53 @@ def test_checkpoint_hook_deletes_the_old_checkpoint_only_after_the_new_one(tmp_p
     assert resumed.epoch == 3
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_3.pth']
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_3.pth')
+
+
+class _CrashWhileSavingBest(Hook):
+    """Test hook: the ``at``-th best-checkpoint save (no optimizer state) dies."""
+
+    def __init__(self, at):
+        self.at, self.seen = at, 0
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if 'optimizer' not in checkpoint:
+            self.seen += 1
+            if self.seen == self.at:
+                raise OSError('simulated crash while saving the best checkpoint')
+
+
+def test_save_best_deletes_the_previous_best_only_after_the_new_one(tmp_path):
+    """compat shim 'checkpoint_order': a new best checkpoint whose save dies leaves the
+    previous best in place; a completed one replaces it."""
+    from mmengine.evaluator import BaseMetric
+
+    class EpochScore(BaseMetric):  # better every epoch: each validation is a new best
+        calls = 0
+
+        def process(self, data_batch, data_samples):
+            self.results.append(0)
+
+        def compute_metrics(self, results):
+            self.calls += 1
+            return dict(score=float(self.calls))
+
+    def build(work_dir, crash_at=None):
+        hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, save_best='score',
+                                     rule='greater'),
+                     logger=dict(type='LoggerHook', interval=1))
+        return _runner(
+            work_dir, train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
+            val_dataloader=dict(dataset=_TinyData(), batch_size=4,
+                                sampler=dict(type='DefaultSampler', shuffle=False),
+                                collate_fn=dict(type='default_collate')),
+            val_cfg=dict(), val_evaluator=[EpochScore()], default_hooks=hooks,
+            custom_hooks=[_CrashWhileSavingBest(crash_at)] if crash_at else [])
+
+    runner = build(tmp_path / 'crash', crash_at=2)
+    with pytest.raises(OSError, match='simulated crash'):
+        runner.train()
+    best = [p.name for p in (tmp_path / 'crash').glob('best_*.pth')]
+    assert best == ['best_score_epoch_1.pth']
+    runner = build(tmp_path / 'ok')
+    runner.train()
+    assert [p.name for p in (tmp_path / 'ok').glob('best_*.pth')] == ['best_score_epoch_3.pth']
