@@ -15,10 +15,11 @@ patches them. Each shim below says what breaks, which upstream issue/PR it mirro
 ``import mmssm`` calls :func:`apply`. :data:`SHIMS` lists what is installed and
 :func:`applied` what has actually been patched so far.
 
-What is *not* shimmed (and therefore does not work here): anything in mmpretrain that
-really needs torchvision (its ``datasets`` package: classification data pipelines and
-``torchvision/*`` transforms; the multimodal grounding box metrics), and mmdet's
-YouTube-VIS evaluation (``np.float``, gone since numpy 1.24).
+What is *not* shimmed (and therefore does not work here): what in mmpretrain really
+calls torchvision (the ``torchvision/*`` transform wrappers, ``NumpyToPIL`` images into
+``PackInputs``, ``MAERandomResizedCrop``, the multimodal grounding box metrics: each
+raises a clear ImportError), and mmdet's YouTube-VIS evaluation (``np.float``, gone
+since numpy 1.24).
 """
 import contextlib
 import functools
@@ -330,39 +331,104 @@ def _patch_in1d(module: types.ModuleType) -> None:
     module.np = _ModuleView(numpy, in1d=_in1d)
 
 
-# ---------------------------------------- 4. no torchvision: mmpretrain.models box utils
-def _needs_torchvision(*args, **kwargs):
-    raise ImportError('this mmpretrain function needs torchvision (torchvision.ops.boxes), '
-                      'which is not installed; mmssm does not provide it')
+# ------------------------------------------------- 4. no torchvision: mmpretrain imports
+class _TorchvisionMissing:
+    """Stand-in for a torchvision class or function: using it raises a clear ImportError.
+
+    Subclassing it works (mmpretrain derives ``MAERandomResizedCrop`` from
+    ``torchvision.transforms.RandomResizedCrop`` at import); instantiating the subclass
+    then fails the same way."""
+
+    def __init__(self, *args, **kwargs):
+        _needs_torchvision(type(self).__name__)
+
+
+def _needs_torchvision(what: str = 'this mmpretrain function'):
+    raise ImportError(f'{what} needs torchvision, which is not installed; mmssm does not '
+                      'provide it (mmpretrain\'s classification pipelines work without it: '
+                      'see docs/getting_started.md)')
+
+
+def _missing_function(name: str) -> Callable:
+    def missing(*args, **kwargs):
+        _needs_torchvision(f'torchvision {name} (called by mmpretrain)')
+    missing.__name__ = missing.__qualname__ = name.rsplit('.', 1)[-1]
+    return missing
+
+
+def _missing_class(name: str) -> type:
+    short = name.rsplit('.', 1)[-1]
+    return type(short, (_TorchvisionMissing, ), {'__qualname__': short,
+                                                 '__module__': name.rsplit('.', 1)[0]})
+
+
+def _no_listing() -> List[str]:
+    """``dir()`` of the placeholder ``torchvision.transforms``: nothing, so mmpretrain's
+    ``register_vision_transforms`` registers no ``torchvision/*`` transform and a config
+    naming one fails with mmengine's usual 'not in the registry' error."""
+    return []
+
+
+# module -> the names mmpretrain 1.2.0 takes from it at import time
+_TORCHVISION_NAMES: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    'torchvision': (),
+    'torchvision.ops': (),
+    'torchvision.ops.boxes': (('box_iou', 'function'), ('generalized_box_iou', 'function'),
+                              ('box_area', 'function')),
+    'torchvision.transforms': (('RandomResizedCrop', 'class'), ),
+    'torchvision.transforms.functional': (('pil_to_tensor', 'function'),
+                                          ('resized_crop', 'function')),
+    'torchvision.transforms.transforms': (('InterpolationMode', 'class'), ),
+}
 
 
 @contextlib.contextmanager
-def _torchvision_boxes_placeholder():
-    """mmpretrain 1.2.0 imports ``torchvision.ops.boxes`` at module level in
-    ``models/utils/box_utils.py`` and ``evaluation/metrics/visual_grounding_eval.py``;
-    ``mmpretrain.models`` reaches both (heads import ``mmpretrain.evaluation``), so
-    without torchvision no mmpretrain model -- not even an ``ImageClassifier`` -- can be
-    built (ecosystem notes §2.8; torchvision pins one torch version and has no build for
-    every torch). Only the multimodal grounding code (OFA, ``VisualGroundingMetric``)
-    calls those box functions.
+def _torchvision_placeholder():
+    """mmpretrain 1.2.0 imports torchvision at module level in four modules, although
+    nothing on the classification path needs it (ecosystem notes §2.8; torchvision pins
+    one torch version and has no build for every torch):
 
-    While (and only while) those two modules execute, and only if torchvision is truly
-    absent, ``torchvision.ops.boxes`` resolves to a placeholder whose ``box_iou`` and
-    ``generalized_box_iou`` raise a clear ImportError when called. The placeholder
-    entries are removed from ``sys.modules`` afterwards, so ``import torchvision`` still
-    fails everywhere else and nobody is misled into thinking torchvision is installed.
+    * ``models/utils/box_utils.py`` and ``evaluation/metrics/visual_grounding_eval.py``:
+      ``import torchvision.ops.boxes`` (box IoUs of the multimodal grounding code, OFA and
+      ``VisualGroundingMetric``). ``mmpretrain.models`` reaches both (heads import
+      ``mmpretrain.evaluation``), so without them no model -- not even an
+      ``ImageClassifier`` -- can be built.
+    * ``datasets/transforms/formatting.py`` line 8, ``import torchvision.transforms.
+      functional as F`` (only ``F.pil_to_tensor``, for PIL inputs of ``PackInputs``), and
+      ``datasets/transforms/processing.py`` lines 15-21 (``torchvision``, its
+      ``transforms`` and ``InterpolationMode``: the ``torchvision/*`` transform wrappers,
+      registered by listing ``torchvision.transforms`` at import, and
+      ``MAERandomResizedCrop``, a subclass of torchvision's ``RandomResizedCrop``).
+      ``mmpretrain.datasets`` imports both, so without them no dataset, no
+      ``PackInputs`` -- hence no ``tools/train.py``/``tools/test.py`` -- works.
+
+    No upstream fix: mmpretrain 1.2.0 is its last release; it does not even declare
+    torchvision as a requirement (it assumes torchvision comes with torch).
+
+    While (and only while) those four modules execute, and only if torchvision is truly
+    absent, the torchvision modules they import resolve to placeholders: every name they
+    take is a function or class that raises a clear ImportError when called; the
+    placeholder ``torchvision.transforms`` lists no transform, so no ``torchvision/*``
+    transform is registered. The placeholder entries are removed from ``sys.modules``
+    afterwards, so ``import torchvision`` still fails everywhere else and nobody is misled
+    into thinking torchvision is installed. Everything else in those modules (mmpretrain's
+    own transforms, ``PackInputs`` of numpy images, the metrics) works unchanged.
     """
     if _module_spec('torchvision') is not None:
         yield
         return
-    names = ('torchvision', 'torchvision.ops', 'torchvision.ops.boxes')
     fakes = {n: types.ModuleType(n, 'mmssm placeholder: torchvision is not installed')
-             for n in names}
-    fakes['torchvision'].ops = fakes['torchvision.ops']
-    fakes['torchvision.ops'].boxes = fakes['torchvision.ops.boxes']
-    for func in ('box_iou', 'generalized_box_iou', 'box_area'):
-        setattr(fakes['torchvision.ops.boxes'], func, _needs_torchvision)
-    added = [n for n in names if n not in sys.modules]
+             for n in _TORCHVISION_NAMES}
+    for name, module in fakes.items():
+        for attr, kind in _TORCHVISION_NAMES[name]:
+            full = f'{name}.{attr}'
+            setattr(module, attr, _missing_class(full) if kind == 'class'
+                    else _missing_function(full))
+        parent, _, child = name.rpartition('.')
+        if parent:
+            setattr(fakes[parent], child, module)
+    fakes['torchvision.transforms'].__dir__ = _no_listing
+    added = [n for n in fakes if n not in sys.modules]
     for n in added:
         sys.modules[n] = fakes[n]
     try:
@@ -556,10 +622,14 @@ SHIMS: Tuple[Shim, ...] = (
                    'mmengine.config.config', 'mmengine.hub.hub')),
     Shim('numpy_in1d', 'mmpretrain.evaluation.metrics.retrieval', _patch_in1d,
          reason='numpy>=2.4 removed in1d; numpy/numpy#29978'),
-    *(Shim('torchvision_boxes', name, None, around=_torchvision_boxes_placeholder,
-           reason='mmpretrain.models hard-imports torchvision.ops.boxes')
+    *(Shim('torchvision_placeholder', name, None, around=_torchvision_placeholder,
+           reason='mmpretrain 1.2.0 hard-imports torchvision in models/utils/box_utils, '
+                  'evaluation/metrics/visual_grounding_eval and datasets/transforms/'
+                  '{formatting,processing}; unfixed upstream')
       for name in ('mmpretrain.models.utils.box_utils',
-                   'mmpretrain.evaluation.metrics.visual_grounding_eval')),
+                   'mmpretrain.evaluation.metrics.visual_grounding_eval',
+                   'mmpretrain.datasets.transforms.formatting',
+                   'mmpretrain.datasets.transforms.processing')),
     Shim('ssd_head_loss_cls', 'mmdet.models.dense_heads.ssd_head', _patch_ssd_head,
          reason='SSDHead has no loss_cls, read by predict; '
                 'open-mmlab/mmdetection#11780, fix #11524'),

@@ -3,7 +3,8 @@
 Proof by use: stock mmdet Mask R-CNN and mmseg UperNet configs (inherited through
 ``mmdet::``/``mmseg::``) build on CPU and give finite training losses; an mmpretrain
 classifier builds without torchvision; a ``mmssm.``-scoped type resolves from mmdet's and
-mmseg's default scopes; a full Runner checkpoint saved by mmengine loads back on torch
+mmseg's default scopes; mmpretrain's data pipelines run without torchvision; a full
+Runner checkpoint saved by mmengine loads back on torch
 2.13. Each shim of ``mmssm.compat`` has a test that fails without it.
 """
 import sys
@@ -205,20 +206,60 @@ def test_mmpretrain_classifier_builds_without_torchvision():
     assert torch.isfinite(losses['loss'])
 
 
+def _without_torchvision():
+    import importlib.util
+    if importlib.util.find_spec('torchvision') is not None:
+        pytest.skip('torchvision is installed: the placeholder is not used')
+
+
 def test_torchvision_placeholder_is_local_and_honest():
     """Without torchvision, mmpretrain's box helpers fail clearly when called, and the
     placeholder does not leak: ``import torchvision`` still fails."""
-    import importlib.util
-
     from mmpretrain.models.utils import box_utils
-    if importlib.util.find_spec('torchvision') is not None:
-        pytest.skip('torchvision is installed: the placeholder is not used')
+    _without_torchvision()
     assert 'torchvision' not in sys.modules
     with pytest.raises(ImportError):
         import torchvision  # noqa: F401
     boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     with pytest.raises(ImportError, match='needs torchvision'):
         box_utils.box_iou(boxes, boxes)
+
+
+def test_mmpretrain_data_pipeline_without_torchvision():
+    """mmpretrain.datasets imports (formatting/processing hard-import torchvision), the
+    ImageNet-style pipeline runs on numpy images, no ``torchvision/*`` transform is
+    registered, and the torchvision-backed pieces fail clearly when used."""
+    _without_torchvision()
+    from mmengine.dataset import Compose
+    from mmpretrain.datasets.transforms import MAERandomResizedCrop
+    from mmpretrain.registry import TRANSFORMS
+    assert 'torchvision' not in sys.modules
+    assert not [name for name in TRANSFORMS.module_dict if name.startswith('torchvision/')]
+    assert compat.applied()['mmpretrain.datasets.transforms.processing'] == [
+        'torchvision_placeholder']
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        pipeline = Compose([
+            dict(type='RandomResizedCrop', scale=32, backend='pillow',
+                 interpolation='bicubic'),
+            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+            dict(type='RandAugment', policies='timm_increasing', num_policies=2,
+                 total_level=10, magnitude_level=9, magnitude_std=0.5,
+                 hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
+            dict(type='RandomErasing', erase_prob=1.0, mode='rand'),
+            dict(type='PackInputs'),
+        ])
+        image = np.random.RandomState(0).randint(0, 255, (40, 48, 3), dtype=np.uint8)
+        packed = pipeline(dict(img=image, gt_label=2))
+        assert packed['inputs'].shape == (3, 32, 32)
+        assert packed['data_samples'].gt_label.tolist() == [2]
+        with pytest.raises(KeyError, match='torchvision/RandomResizedCrop'):
+            Compose([dict(type='torchvision/RandomResizedCrop', size=32)])
+    with pytest.raises(ImportError, match='needs torchvision'):
+        MAERandomResizedCrop(32)
+    from PIL import Image
+    with pytest.raises(ImportError, match='needs torchvision'):
+        TRANSFORMS.build(dict(type='PackInputs')).transform(
+            dict(img=Image.fromarray(image)))
 
 
 def test_numpy_in1d_restored_for_mmpretrain_retrieval():
