@@ -139,21 +139,9 @@ def inner_dataset(dataset: dict) -> dict:
 
 
 def backbone_outputs(backbone) -> list:
-    """[(channels, stride)] of the backbone's outputs, from its attributes."""
-    name = type(backbone).__name__
-    if name in ('VMamba', 'MSVMamba', 'EfficientVMamba'):
-        patch = getattr(backbone, 'patch_size', 4)
-        return [(backbone.dims[i], patch * 2**i) for i in backbone.out_indices]
-    if name == 'MobileMamba':
-        strides = (16, 16, 32, 64)  # stem, blocks1, blocks2, blocks3
-        return [(backbone.out_channels[i], strides[i]) for i in backbone.out_indices]
-    if name == 'Vim':
-        if backbone.with_fpn:  # one adapter per feature; a single feature feeds all four
-            count = len(backbone.out_indices)
-            scales = backbone.fpn_scales if count == 1 else backbone.fpn_scales[:count]
-            return [(backbone.embed_dims, backbone.stride / s) for s in scales]
-        return [(backbone.embed_dims, backbone.stride)] * len(backbone.out_indices)
-    raise AssertionError(f'no output rule for backbone {name}')
+    """[(channels, stride)] of the backbone's outputs, as the backbone declares them."""
+    assert len(backbone.out_channels) == len(backbone.out_strides)
+    return list(zip(backbone.out_channels, backbone.out_strides))
 
 
 def meta_features(outputs, size):

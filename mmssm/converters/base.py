@@ -134,20 +134,29 @@ def convert_official(family: str, state_dict: Any) -> 'OrderedDict[str, Tensor]'
 
 
 def from_official(family: str, config: Mapping[str, Any],
-                  state_dict: Optional[Any] = None) -> nn.Module:
-    """Build our backbone from the official downstream constructor kwargs.
+                  state_dict: Optional[Any] = None, task: str = 'backbone') -> nn.Module:
+    """Build our backbone (or classifier) from the official constructor kwargs.
 
     Args:
         family: a family key of :mod:`mmssm.families`.
         config: keyword arguments of the official downstream backbone class
-            (e.g. ``MM_VSSM(**config)``), as stored in the fixtures' ``config``.
+            (e.g. ``MM_VSSM(**config)``), or with ``task='cls'`` of the official
+            classification model (e.g. ``VSSM(**config)``), as stored in the fixtures'
+            ``config``.
         state_dict: optional official state dict / checkpoint contents; converted and
             loaded strictly (any missing, unexpected or mis-shaped key is an error).
+        task: ``'backbone'``, or ``'cls'`` for the whole classifier (an mmpretrain
+            ``ImageClassifier``, :mod:`mmssm.converters.classification`).
 
     Returns:
-        The backbone in eval mode; its forward returns what the official
-        downstream wrapper returns.
+        The model in eval mode; its forward returns what the official downstream
+        wrapper (backbone) or classification model (logits) returns.
     """
+    if task == 'cls':
+        from .classification import classifier_from_official
+        return classifier_from_official(family, config, state_dict)
+    if task != 'backbone':
+        raise ValueError(f"from_official: task must be 'backbone' or 'cls', got {task!r}")
     converter = get_converter(family)
     model = families.build_backbone(family, **converter.kwargs_from_official(dict(config)))
     if state_dict is not None:

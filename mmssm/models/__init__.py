@@ -1,2 +1,12 @@
-"""Importing this package registers every mmssm model in ``mmssm.registry.MODELS``."""
+"""Importing this package registers every mmssm model in ``mmssm.registry.MODELS``.
+
+The classification heads subclass mmpretrain's ``ClsHead``: they are registered when
+mmpretrain is installed (``requirements/openmmlab.txt``); the backbones and necks need
+only torch and mmengine.
+"""
+import importlib.util
+
 from . import backbones, necks  # noqa: F401
+
+if importlib.util.find_spec('mmpretrain') is not None:
+    from . import heads  # noqa: F401

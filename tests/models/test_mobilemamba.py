@@ -367,7 +367,8 @@ def test_bad_input():
 def test_output_shapes_and_registry():
     model = MODELS.build(dict(type='mmssm.MobileMamba', arch=dict(SMALL),
                               out_indices=(0, 1, 2, 3))).eval()
-    assert model.out_channels == [36, 36, 56, 72]
+    assert model.out_channels == (36, 36, 56, 72)
+    assert model.out_strides == (16, 16, 32, 64)
     for height, width in ((50, 70), (33, 17)):
         with torch.no_grad():
             outs = model(torch.randn(1, 3, height, width))

@@ -155,7 +155,7 @@ def test_fixture_parity(case_id):
     model = from_official('msvmamba', config, state_dict)
     with torch.no_grad():
         outs = model(case['input'])
-    assert isinstance(outs, list)
+    assert isinstance(outs, tuple)
     errors = output_errors(outs, case['outputs'])
     for out, ref in zip(outs, case['outputs']):
         assert out.dtype == ref.dtype

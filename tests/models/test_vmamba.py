@@ -173,7 +173,7 @@ def test_fixture_parity(index):
     assert not model.training
     with torch.no_grad():
         outputs = model(case['input'])
-    assert isinstance(outputs, list)
+    assert isinstance(outputs, tuple)
     errors = output_errors(outputs, case['outputs'])
     print(f'\nvmamba fixture case {index} input {tuple(case["input"].shape)}: ' + ', '.join(
         f'out{i} max_abs={e["max_abs"]:.2e} max_rel={e["max_rel"]:.2e}'

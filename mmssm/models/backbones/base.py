@@ -127,12 +127,24 @@ class SSMBackbone(BaseModule):
     Loading errors are raised, never swallowed.
     """
     family: str = ''
+    #: channels of each returned output, in ``forward``'s order (set in ``__init__``)
+    out_channels: Tuple[int, ...] = ()
+    #: input pixels per output pixel of each returned output (None: not a map)
+    out_strides: Tuple[Optional[int], ...] = ()
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+
+    def _set_outputs(self, channels: Sequence[int], strides: Sequence[Optional[int]]) -> None:
+        """Declare what ``forward`` returns: one (channels, stride) per output."""
+        channels, strides = tuple(int(c) for c in channels), tuple(strides)
+        if len(channels) != len(strides):
+            raise ValueError(f'{type(self).__name__}: {len(channels)} output channels but '
+                             f'{len(strides)} strides')
+        self.out_channels, self.out_strides = channels, strides
 
     # -- weights ---------------------------------------------------------------------
     def init_weights(self) -> None:

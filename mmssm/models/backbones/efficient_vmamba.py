@@ -302,6 +302,8 @@ class EfficientVMamba(SSMBackbone):
         self.in_channels = in_channels
         self.patch_size = settings['patch_size']
         self.out_indices = check_out_indices(out_indices, num_stages, owner)
+        order = sorted(set(self.out_indices))  # forward returns them in stage order
+        self._set_outputs([dims[i] for i in order], [self.patch_size * 2**i for i in order])
         self.with_cp = with_cp
 
         self.patch_embed = nn.Sequential(

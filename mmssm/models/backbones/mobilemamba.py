@@ -507,7 +507,10 @@ class MobileMamba(SSMBackbone):
         self.drop_path_rate = drop_path_rate
         self.with_cp = with_cp
         self.deploy = deploy
-        self.out_channels = [self.embed_dims[0]] + self.embed_dims
+        # stem, blocks1, blocks2, blocks3: the stem and blocks1 share stride 16
+        channels, strides = [self.embed_dims[0]] + self.embed_dims, (16, 16, 32, 64)
+        order = sorted(set(self.out_indices))  # forward returns them in stage order
+        self._set_outputs([channels[i] for i in order], [strides[i] for i in order])
 
         c1 = self.embed_dims[0]
         stem = [in_channels, c1 // 8, c1 // 4, c1 // 2, c1]

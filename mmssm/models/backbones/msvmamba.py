@@ -263,6 +263,8 @@ class MSVMamba(SSMBackbone):
             out_indices = (out_indices, )
         self.out_indices = tuple(sorted(set(
             check_out_indices(out_indices, num_stages, 'MSVMamba'))))
+        self._set_outputs([self.dims[i] for i in self.out_indices],
+                          [patch_size * 2**i for i in self.out_indices])
         if not -1 <= frozen_stages < num_stages:
             raise ValueError(f'MSVMamba: frozen_stages must be in [-1, {num_stages - 1}], '
                              f'got {frozen_stages}')
@@ -313,7 +315,7 @@ class MSVMamba(SSMBackbone):
             h, w = -(-h // 2), -(-w // 2)
         return shapes
 
-    def forward(self, x: Tensor) -> Union[List[Tensor], Tensor]:
+    def forward(self, x: Tensor) -> Union[Tuple[Tensor, ...], Tensor]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'MSVMamba expects images (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
@@ -330,4 +332,4 @@ class MSVMamba(SSMBackbone):
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
         if not self.out_indices:
             return x
-        return outs
+        return tuple(outs)

@@ -611,6 +611,17 @@ class Vim(SSMBackbone):
                 adapter, _ = pyramid_resample(scale, embed_dims, norm, halve_channels=False)
                 self.add_module(f'fpn{i + 1}', adapter)
 
+        if out_type == 'cls_token':
+            self._set_outputs([embed_dims], [None])  # (B, C): not a map
+        elif with_fpn:  # one adapter per feature; a single feature feeds all four
+            count = len(self.out_indices)
+            scales = self.fpn_scales if count == 1 else self.fpn_scales[:count]
+            self._set_outputs([embed_dims] * len(scales),
+                              [int(round(self.stride / s)) for s in scales])
+        else:
+            self._set_outputs([embed_dims] * len(self.out_indices),
+                              [self.stride] * len(self.out_indices))
+
         self._init_embeddings()
         self._register_load_state_dict_pre_hook(self._adapt_checkpoint_hook)
         self._freeze_stages()

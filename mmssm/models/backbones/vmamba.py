@@ -26,7 +26,7 @@ downsample convs, whose official names are Sequential indices
 maps those.
 """
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -215,7 +215,7 @@ class VMamba(SSMBackbone):
             mmdet/mmseg checkpoints) or an mmssm one.
 
     Input (B, in_channels, H, W), any H, W >= 1 (patch_embed 'v1': >= patch_size).
-    Output: list of (B, dims[i], H_i, W_i) for i in out_indices, strides 4/8/16/32
+    Output: tuple of (B, dims[i], H_i, W_i) for i in out_indices, strides 4/8/16/32
     (v2: H_i = ceil(H / 2**(i+2)); v0: floor(H/4), then ceil halvings).
     """
     family = 'vmamba'
@@ -278,6 +278,8 @@ class VMamba(SSMBackbone):
             check_out_indices(out_indices, self.num_stages, 'VMamba'))))
         if not self.out_indices:
             raise ValueError('VMamba: out_indices must select at least one stage')
+        self._set_outputs([dims[i] for i in self.out_indices],
+                          [settings['patch_size'] * 2**i for i in self.out_indices])
         if not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'VMamba: frozen_stages must be in [-1, {self.num_stages - 1}], '
                              f'got {frozen_stages}')
@@ -361,7 +363,7 @@ class VMamba(SSMBackbone):
                 modules.append(getattr(self, f'outnorm{i}'))
         return modules
 
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f'VMamba expects input (B, {self.in_channels}, H, W), got {got}')
@@ -377,4 +379,4 @@ class VMamba(SSMBackbone):
                 outs.append(getattr(self, f'outnorm{i}')(feature).contiguous())
             if i < last:  # later stages feed no output
                 x = stage.downsample(feature)
-        return outs
+        return tuple(outs)
