@@ -5,11 +5,15 @@
 * ``<out>/ade``: ADE20K-format semantic segmentation (``images/{training,validation}``,
   ``annotations/{training,validation}`` label PNGs; 0 = unlabeled, classes from 1, as
   ADE20K with ``reduce_zero_label=True``).
+* ``<out>/imagenet``: ImageNet-layout classification (``{train,val}/<class>/*.png``,
+  ``meta/{train,val}.txt`` with ``<class>/<file> <label>`` lines, the layout mmpretrain's
+  ``ImageNet`` dataset reads), one shape per 64x64 image, the classes balanced.
 
 Images are synthetic scenes of coloured shapes (circle, square, triangle) on shaded
 backgrounds, so a small model learns them in minutes on a CPU.
 
     python tools/make_demo_data.py [--out data/demo] [--num-train 48] [--num-val 16]
+        [--sets coco ade imagenet]
 """
 import argparse
 import json
@@ -110,19 +114,60 @@ def write_split(out: str, split: str, num: int, seed: int) -> None:
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
 
 
+CLS_IMAGE_SIZE = 64
+
+
+def make_shape_image(rng: np.random.RandomState, cls: int, size: int = CLS_IMAGE_SIZE):
+    """A ``size`` x ``size`` image with one shape of class ``cls`` (random size, place,
+    rotation and shade) on a shaded background."""
+    image = _background(rng, size, size)
+    radius = rng.uniform(0.22, 0.4) * size
+    cx, cy = rng.uniform(radius, size - radius, size=2)
+    polygon = _shape_polygon(CLASSES[cls], cx, cy, radius, rng.uniform(0, math.pi))
+    color = tuple(int(np.clip(c + rng.randint(-25, 26), 0, 255)) for c in PALETTE[cls])
+    ImageDraw.Draw(image).polygon(polygon, fill=color)
+    return image
+
+
+def write_imagenet_split(out: str, split: str, num: int, seed: int) -> None:
+    """``<out>/imagenet/<split>/<class>/<split>_NNNN.png`` and ``meta/<split>.txt``."""
+    rng = np.random.RandomState(seed)
+    root = osp.join(out, 'imagenet')
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    lines = []
+    for index in range(num):
+        cls = index % len(CLASSES)  # balanced classes
+        folder = osp.join(root, split, CLASSES[cls])
+        os.makedirs(folder, exist_ok=True)
+        name = f'{CLASSES[cls]}/{split}_{index:04d}.png'
+        make_shape_image(rng, cls).save(osp.join(root, split, name))
+        lines.append(f'{name} {cls}')
+    with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+SETS = ('coco', 'ade', 'imagenet')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='data/demo', help='output directory')
     parser.add_argument('--num-train', type=int, default=48)
     parser.add_argument('--num-val', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--sets', nargs='+', choices=SETS, default=list(SETS),
+                        help='which data sets to write (default: all; coco and ade share their scenes and are written together)')
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be positive')
-    write_split(args.out, 'train', args.num_train, args.seed)
-    write_split(args.out, 'val', args.num_val, args.seed + 1)
-    print(f'demo data written to {args.out}: {args.num_train} train / {args.num_val} val '
-          f'images, classes {CLASSES}')
+    if 'coco' in args.sets or 'ade' in args.sets:
+        write_split(args.out, 'train', args.num_train, args.seed)
+        write_split(args.out, 'val', args.num_val, args.seed + 1)
+    if 'imagenet' in args.sets:
+        write_imagenet_split(args.out, 'train', args.num_train, args.seed + 2)
+        write_imagenet_split(args.out, 'val', args.num_val, args.seed + 3)
+    print(f'demo data ({", ".join(args.sets)}) written to {args.out}: {args.num_train} train '
+          f'/ {args.num_val} val images, classes {CLASSES}')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint with an mmssm / OpenMMLab config.
 
     python tools/test.py configs/mask_rcnn_msvmamba_t_1x.py work_dirs/x/epoch_12.pth
+    python tools/test.py configs/cls_vmamba_t_in1k.py vssm1_tiny_0230s_ckpt_epoch_264.pth
     python tools/test.py CONFIG CKPT --show-dir vis        # write prediction images
     python tools/test.py SEG_CONFIG CKPT --tta             # multi-scale + flip (mmseg)
     bash tools/dist_test.sh CONFIG CKPT 8
@@ -15,8 +16,8 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmssm.apis import (check_data_paths, default_work_dir,  # noqa: E402
-                        explain_data_errors, load_config, set_launcher_env,
+from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
+                        default_work_dir, explain_data_errors, load_config, set_launcher_env,
                         setup_cpu_distributed, strict_loading, task_scope,
                         trust_checkpoints)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
@@ -26,8 +27,10 @@ from mmssm.fileio import TRUST_HELP  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint.')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file (mmengine/mmssm format; convert '
-                        'official files with tools/model_converters first)')
+    parser.add_argument('checkpoint', help='checkpoint file (mmengine/mmssm format; official '
+                        'classification checkpoints of the config\'s family are converted '
+                        'on the fly; convert official detector/segmentor files with '
+                        'tools/model_converters first)')
     parser.add_argument('--trust-pickle', action='store_true', help=TRUST_HELP)
     parser.add_argument('--non-strict', action='store_true', help=NON_STRICT_HELP)
     parser.add_argument('--work-dir', help='where the evaluation log goes')
@@ -80,9 +83,10 @@ def main(argv=None):
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
-    cfg.load_from = args.checkpoint
     if args.trust_pickle:
         trust_checkpoints([args.checkpoint])
+    # an official classification checkpoint: converted (with its head) into the work dir
+    cfg.load_from = convert_official_load_from(cfg, args.checkpoint, cfg.work_dir)
     strict_loading(cfg, strict=not args.non_strict)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -100,7 +104,7 @@ def main(argv=None):
             else:
                 from mmengine.evaluator import DumpResults
                 runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-        runner.test()
+        return runner.test()
 
 
 if __name__ == '__main__':

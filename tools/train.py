@@ -15,9 +15,9 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmssm.apis import (check_data_paths, default_work_dir, enable_amp,  # noqa: E402
-                        explain_data_errors, load_config, set_launcher_env,
-                        setup_cpu_distributed, strict_loading, task_scope,
+from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
+                        default_work_dir, enable_amp, explain_data_errors, load_config,
+                        set_launcher_env, setup_cpu_distributed, strict_loading, task_scope,
                         trust_checkpoints)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
@@ -73,6 +73,9 @@ def main(argv=None):
         from mmengine.runner import find_latest_checkpoint
         latest = find_latest_checkpoint(cfg.work_dir) if args.resume == 'auto' else None
         trust_checkpoints([cfg.get('load_from'), latest])
+    if cfg.get('load_from') and not cfg.get('resume'):
+        # e.g. the official stride-16 Vim classifier the stride-8 configs fine-tune from
+        cfg.load_from = convert_official_load_from(cfg, cfg.load_from, cfg.work_dir)
     strict_loading(cfg, strict=not args.non_strict)
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):

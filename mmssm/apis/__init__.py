@@ -1,8 +1,8 @@
-from .runner_utils import (check_data_paths, default_work_dir, enable_amp,
-                           explain_data_errors, load_config, set_launcher_env,
+from .runner_utils import (check_data_paths, convert_official_load_from, default_work_dir,
+                           enable_amp, explain_data_errors, load_config, set_launcher_env,
                            setup_cpu_distributed, strict_loading, task_scope,
                            trust_checkpoints)
 
-__all__ = ['check_data_paths', 'default_work_dir', 'enable_amp', 'explain_data_errors',
-           'load_config', 'set_launcher_env', 'setup_cpu_distributed', 'strict_loading',
-           'task_scope', 'trust_checkpoints']
+__all__ = ['check_data_paths', 'convert_official_load_from', 'default_work_dir',
+           'enable_amp', 'explain_data_errors', 'load_config', 'set_launcher_env',
+           'setup_cpu_distributed', 'strict_loading', 'task_scope', 'trust_checkpoints']

@@ -178,6 +178,20 @@ def build_task_model(config: str, cfg_options: Optional[dict] = None):
     return model, cfg, scope
 
 
+def config_input_shape(cfg, scope: str) -> Tuple[int, int]:
+    """The input size a config evaluates at: a classifier's center crop (its test
+    pipeline's ``CenterCrop``; MobileMamba's models run at 192 to 512), else the task
+    default of :data:`TASK_DEFAULT_SHAPES`."""
+    if scope == 'mmpretrain':
+        pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline') or []
+        crops = [t['crop_size'] for t in pipeline
+                 if isinstance(t, dict) and t.get('type') == 'CenterCrop']
+        if crops:
+            crop = crops[-1]
+            return (crop, crop) if isinstance(crop, int) else (int(crop[1]), int(crop[0]))
+    return TASK_DEFAULT_SHAPES[scope]
+
+
 def dummy_batch(scope: str, shape: Tuple[int, int], batch: int = 1,
                 device: Union[str, torch.device] = 'cpu',
                 seed: int = 0) -> Tuple[Tensor, Optional[list]]:

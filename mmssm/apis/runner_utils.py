@@ -162,6 +162,60 @@ def default_work_dir(config_path: str) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+_CLASSIFIER_PARTS = ('backbone.', 'neck.', 'head.', 'data_preprocessor.')
+
+
+def _backbone_family(cfg: Config) -> Optional[str]:
+    """The mmssm family of the config's backbone (``type='mmssm.VMamba'`` -> 'vmamba')."""
+    from mmssm.converters import FAMILIES, get_family
+    backbone = cfg.get('model', {}).get('backbone') or {}
+    name = str(backbone.get('type', '')).split('.')[-1]
+    for family in FAMILIES:
+        if get_family(family).backbone == name:
+            return family
+    return None
+
+
+def convert_official_load_from(cfg: Config, path: str, work_dir: str,
+                               trust_pickle: bool = False) -> str:
+    """``load_from`` for an official classification checkpoint: converted on the fly.
+
+    For an mmpretrain config with an mmssm backbone, a checkpoint in the official layout
+    of the backbone's family (e.g. ``vssm1_tiny_0230s_ckpt_epoch_264.pth``) is converted
+    with its classifier (:func:`mmssm.converters.classification.convert_classifier`) and
+    written to ``<work_dir>/converted/<name>``, whose path is returned. Any other file
+    (mmengine / mmssm checkpoints, other configs) is returned unchanged, for mmengine to
+    load. The file is read safely (see :func:`mmssm.converters.load_checkpoint_file`).
+    """
+    if cfg.get('default_scope') != 'mmpretrain' or not osp.isfile(path):
+        return path
+    family = _backbone_family(cfg)
+    if family is None:
+        return path
+    import torch
+
+    from mmssm.converters import extract_state_dict, load_checkpoint_file
+    from mmssm.converters.classification import convert_classifier, looks_like_classifier
+    contents = load_checkpoint_file(path, trust_pickle=trust_pickle)
+    state_dict = extract_state_dict(contents)
+    if all(k.startswith(_CLASSIFIER_PARTS) for k in state_dict):
+        return path  # already in the classifier's naming
+    if not looks_like_classifier(family, contents):
+        raise ValueError(f'{path!r} is neither a checkpoint of this classifier (keys '
+                         "'backbone.*', 'head.*') nor an official classification "
+                         f'checkpoint of {family} (first keys: {", ".join(list(state_dict)[:4])})')
+    converted = convert_classifier(family, contents)
+    out = osp.join(work_dir, 'converted', osp.basename(path))
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    torch.save({'state_dict': dict(converted),
+                'meta': {'mmssm_family': family, 'mmssm_task': 'cls',
+                         'source': osp.basename(path)}}, out)
+    from mmengine.logging import print_log
+    print_log(f'official {family} classification checkpoint {path!r} converted with its '
+              f'classifier to {out!r}', logger='current')
+    return out
+
+
 def enable_amp(cfg: Config) -> None:
     """Mixed precision through mmengine's AmpOptimWrapper (dynamic loss scale)."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

@@ -14,9 +14,15 @@ from .checkpoint import extract_state_dict
 def build_parser(family: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=f'Convert an official {family} checkpoint (classification or '
-        'detection/segmentation) into an mmssm backbone checkpoint (tensors only).')
+        'detection/segmentation) into an mmssm backbone checkpoint (tensors only), or, '
+        'with --task cls, an official classification checkpoint into a checkpoint of '
+        f'the whole classifier of configs/cls_{family}_*_in1k.py (backbone + head).')
     parser.add_argument('src', help='official checkpoint file')
     parser.add_argument('dst', help='output file (.pth)')
+    parser.add_argument('--task', choices=['backbone', 'cls'], default='backbone',
+                        help="'backbone' (default): the backbone only, the classifier is "
+                        "dropped; 'cls': backbone and classification head, keys "
+                        "'backbone.*' / 'head.*' (load with tools/test.py or load_from)")
     parser.add_argument('--key', default=None,
                         help="checkpoint entry holding the weights (e.g. 'model_ema' or "
                         "MobileMamba's 'net_E'); found automatically by default")
@@ -36,12 +42,20 @@ def main(family: str, argv: Optional[Sequence[str]] = None) -> str:
     if args.key is not None:
         contents = extract_state_dict(contents, args.key)
     total = len(extract_state_dict(contents))
-    converted = convert_official(family, contents)
+    if args.task == 'cls':
+        if args.prefix:
+            raise SystemExit('--prefix does not apply to --task cls (the keys are the '
+                             "classifier's: backbone.*, head.*)")
+        from .classification import convert_classifier
+        converted = convert_classifier(family, contents)
+    else:
+        converted = convert_official(family, contents)
     state_dict = {args.prefix + k: v.contiguous() for k, v in converted.items()}
     dst = args.dst
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     atomic_save({'state_dict': state_dict,
-                 'meta': {'mmssm_family': family, 'source': os.path.basename(args.src)}}, dst)
+                 'meta': {'mmssm_family': family, 'mmssm_task': args.task,
+                          'source': os.path.basename(args.src)}}, dst)
     if args.publish:
         with open(dst, 'rb') as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:8]
@@ -49,6 +63,7 @@ def main(family: str, argv: Optional[Sequence[str]] = None) -> str:
         final = f'{stem}-{digest}{ext}'
         os.replace(dst, final)
         dst = final
-    print(f'{family}: {total} tensors in {args.src} -> {len(state_dict)} backbone tensors '
+    what = 'classifier' if args.task == 'cls' else 'backbone'
+    print(f'{family}: {total} tensors in {args.src} -> {len(state_dict)} {what} tensors '
           f'written to {dst}')
     return dst

@@ -18,9 +18,9 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 from mmssm.apis.analysis import (SCAN_FORMULA, TASK_DEFAULT_SHAPES, bound_forward,  # noqa: E402
-                                 build_backbone, build_task_model, count_flops,
-                                 count_params, dummy_batch, format_count, parse_arch,
-                                 parse_shape)
+                                 build_backbone, build_task_model, config_input_shape,
+                                 count_flops, count_params, dummy_batch, format_count,
+                                 parse_arch, parse_shape)
 
 DESCRIPTION = f"""\
 Count parameters and FLOPs (fvcore rules via mmengine's FlopAnalyzer: one
@@ -51,7 +51,8 @@ def parse_args(argv=None):
                         help='extra backbone kwargs, key=value (e.g. out_indices=(3,))')
     parser.add_argument('--shape', type=int, nargs='+',
                         help='input H W (one value: square); default 1280 800 for mmdet, '
-                        '512 512 for mmseg, 224 224 for classifiers and backbones')
+                        '512 512 for mmseg, the center crop of the test pipeline for '
+                        'classifiers, 224 224 for backbones')
     parser.add_argument('--batch', type=int, default=1, help='batch size of the input')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config values, key=value')
@@ -87,12 +88,14 @@ def main(argv=None):
         model = build_backbone(args.backbone, parse_arch(args.arch), **args.backbone_cfg)
         scope, title = 'backbone', f'{type(model).__name__}(arch={args.arch or "default"})'
         backbone = model
+        default_shape = TASK_DEFAULT_SHAPES[scope]
     else:
-        model, _, scope = build_task_model(args.config, args.cfg_options)
+        model, cfg, scope = build_task_model(args.config, args.cfg_options)
         title = f'{type(model).__name__} from {args.config}'
         backbone = getattr(model, 'backbone', None)
+        default_shape = config_input_shape(cfg, scope)
     model = model.to(device).eval()
-    shape = parse_shape(args.shape, TASK_DEFAULT_SHAPES[scope])
+    shape = parse_shape(args.shape, default_shape)
     images, samples = dummy_batch(scope, shape, args.batch, device)
     forward_kwargs = {} if samples is None else dict(data_samples=samples, mode='tensor')
     with bound_forward(model, **forward_kwargs):

@@ -1,0 +1,12 @@
+# ImageNet-1K classification, VMamba-S[s1l20] (mmssm name vmamba_s_s1l20, VMamba arch 'small_s1l20').
+# Paper result: reported -- top-1 83.3 (49M params, 8.6G FLOPs at 224x224; VMamba README /
+#   assets/performance.md, ImageNet-1K val).
+# Official config: MzeroMiko/VMamba classification/configs/vssm/vmambav2v_small_224.yaml
+# Official checkpoint: vssm1_small_0229s_ckpt_epoch_240.pth (GitHub release #v2cls); evaluate it as it is:
+#   python tools/test.py configs/cls_vmamba_s_s1l20_in1k.py vssm1_small_0229s_ckpt_epoch_240.pth
+# Recipe: that of cls_vmamba_t_in1k.py (classification/config.py, Swin's); differences here.
+_base_ = ['./cls_vmamba_t_in1k.py']
+
+model = dict(
+    backbone=dict(arch='small_s1l20', drop_path_rate=0.3),
+    head=dict(in_channels=768))
