@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs'
 ALL_CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 ZOO_CONFIGS = [p for p in ALL_CONFIGS if p.parent == CONFIG_DIR]
+# detectors / segmentors; the ImageNet classifiers (cls_*) are checked by test_cls_configs.py
+DOWNSTREAM_CONFIGS = [p for p in ZOO_CONFIGS if not p.stem.startswith('cls_')]
 FAMILIES = families.names()
 
 RESULT_RE = re.compile(r'^# Paper result: (reported|NOT REPORTED by the paper)', re.M)
@@ -166,7 +168,7 @@ def test_configs_present():
         assert name in names
 
 
-@pytest.mark.parametrize('path', ZOO_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', DOWNSTREAM_CONFIGS, ids=lambda p: p.stem)
 def test_zoo_config_states_recipe(path):
     text = path.read_text()
     rel = _rel(path)
@@ -437,6 +439,9 @@ def test_config_builds(path):
         _check_detector(cfg, model, outputs, size)
     elif cfg.default_scope == 'mmseg':
         _check_segmentor(cfg, model, outputs, size)
+    else:
+        assert cfg.default_scope == 'mmpretrain'
+        assert model.head.in_channels == backbone.out_channels[-1]
 
 
 def _check_neck_in_channels(neck_cfg, outputs):
