@@ -185,7 +185,7 @@ def convert_official_load_from(cfg: Config, path: str, work_dir: str,
     with its classifier (:func:`mmssm.converters.classification.convert_classifier`) and
     written to ``<work_dir>/converted/<name>``, whose path is returned. Any other file
     (mmengine / mmssm checkpoints, other configs) is returned unchanged, for mmengine to
-    load. The file is read safely (see :func:`mmssm.converters.load_checkpoint_file`).
+    load. The file is read safely (:func:`mmssm.fileio.load_checkpoint_file`).
     """
     if cfg.get('default_scope') != 'mmpretrain' or not osp.isfile(path):
         return path
@@ -194,7 +194,8 @@ def convert_official_load_from(cfg: Config, path: str, work_dir: str,
         return path
     import torch
 
-    from mmssm.converters import extract_state_dict, load_checkpoint_file
+    from mmssm.converters import extract_state_dict
+    from mmssm.fileio import load_checkpoint_file
     from mmssm.converters.classification import convert_classifier, looks_like_classifier
     contents = load_checkpoint_file(path, trust_pickle=trust_pickle)
     state_dict = extract_state_dict(contents)
