@@ -167,13 +167,12 @@ _CLASSIFIER_PARTS = ('backbone.', 'neck.', 'head.', 'data_preprocessor.')
 
 def _backbone_family(cfg: Config) -> Optional[str]:
     """The mmssm family of the config's backbone (``type='mmssm.VMamba'`` -> 'vmamba')."""
-    from mmssm.converters import FAMILIES, get_family
+    from mmssm import families
     backbone = cfg.get('model', {}).get('backbone') or {}
-    name = str(backbone.get('type', '')).split('.')[-1]
-    for family in FAMILIES:
-        if get_family(family).backbone == name:
-            return family
-    return None
+    if not str(backbone.get('type', '')).startswith('mmssm.'):
+        return None
+    family = families.find(backbone['type'])
+    return family.name if family is not None else None
 
 
 def convert_official_load_from(cfg: Config, path: str, work_dir: str,
