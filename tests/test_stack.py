@@ -231,7 +231,7 @@ def test_mmpretrain_data_pipeline_without_torchvision():
     registered, and the torchvision-backed pieces fail clearly when used."""
     _without_torchvision()
     from mmengine.dataset import Compose
-    from mmpretrain.datasets.transforms import MAERandomResizedCrop
+    from mmpretrain.datasets.transforms import MAERandomResizedCrop, PackInputs
     from mmpretrain.registry import TRANSFORMS
     assert 'torchvision' not in sys.modules
     assert not [name for name in TRANSFORMS.module_dict if name.startswith('torchvision/')]
@@ -258,8 +258,7 @@ def test_mmpretrain_data_pipeline_without_torchvision():
         MAERandomResizedCrop(32)
     from PIL import Image
     with pytest.raises(ImportError, match='needs torchvision'):
-        TRANSFORMS.build(dict(type='PackInputs')).transform(
-            dict(img=Image.fromarray(image)))
+        PackInputs().transform(dict(img=Image.fromarray(image)))
 
 
 def test_numpy_in1d_restored_for_mmpretrain_retrieval():

@@ -322,7 +322,7 @@ def test_demo_configs_target_demo_data():
     names = sorted(n for n in os.listdir(osp.join(ROOT, 'configs/demo')) if n.endswith('.py'))
     assert {'mask_rcnn_msvmamba_demo.py', 'retinanet_msvmamba_demo.py',
             'upernet_msvmamba_demo.py', 'fpn_msvmamba_demo.py',
-            'ssdlite_mobilemamba_demo.py'} <= set(names)
+            'ssdlite_mobilemamba_demo.py', 'cls_msvmamba_demo.py'} <= set(names)
     for name in names:
         cfg = load_config(osp.join(ROOT, 'configs/demo', name))
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -13,7 +13,7 @@ max_iters = 60
 
 model = dict(
     backbone=dict(arch=dict(_delete_=True, dims=16, depths=(1, 1, 1, 1)),
-                  drop_path_rate=0.0),
+                  drop_path_rate=0.0, init_cfg=None),
     head=dict(num_classes=len(classes), in_channels=128,
               loss=dict(_delete_=True, type='CrossEntropyLoss', loss_weight=1.0)),
     train_cfg=dict(_delete_=True))  # no mixup / cutmix
