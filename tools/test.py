@@ -19,7 +19,7 @@ from mmengine.runner import Runner  # noqa: E402
 from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
                         default_work_dir, explain_data_errors, load_config, set_launcher_env,
                         setup_cpu_distributed, strict_loading, task_scope,
-                        trust_checkpoints)
+                        trust_checkpoints, warn_feature_stride_mismatches)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
@@ -97,6 +97,7 @@ def main(argv=None):
         raise ValueError('--out must be a .pkl file')
     with explain_data_errors(cfg, ['test_dataloader']):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        warn_feature_stride_mismatches(runner.model)
         if args.out:
             if scope == 'mmdet':
                 from mmdet.evaluation import DumpDetResults

@@ -18,7 +18,7 @@ from mmengine.runner import Runner  # noqa: E402
 from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
                         default_work_dir, enable_amp, explain_data_errors, load_config,
                         set_launcher_env, setup_cpu_distributed, strict_loading, task_scope,
-                        trust_checkpoints)
+                        trust_checkpoints, warn_feature_stride_mismatches)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
@@ -84,6 +84,7 @@ def main(argv=None):
     os.makedirs(cfg.work_dir, exist_ok=True)
     with explain_data_errors(cfg, loaders):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        warn_feature_stride_mismatches(runner.model)
         runner.train()
 
 

@@ -134,7 +134,14 @@ def count_flops(model: nn.Module, inputs: Union[Tensor, Tuple], count_scan: bool
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters as the official repositories count them: every parameter, plus the
+    constant buffers an official model keeps as frozen parameters (a module's
+    ``official_parameters``, e.g. MobileMamba's Haar filters)."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        for name in getattr(module, 'official_parameters', ()):
+            total += getattr(module, name).numel()
+    return total
 
 
 # ------------------------------------------------------------------- model building

@@ -22,6 +22,7 @@ from conftest import (fixture_case_ids, fixture_cases, from_official_reference, 
 import mmssm.models  # noqa: F401  (registers the models)
 from mmssm.converters import (convert_official, from_official, get_converter,
                               load_backbone_weights, load_state_dict_checked)
+from mmssm.apis.analysis import count_params
 from mmssm.converters.cli import main as convert_cli
 from mmssm.converters.mobilemamba import (fuse_state_dict, is_fused, kwargs_from_official,
                                           select_weights)
@@ -101,7 +102,9 @@ def test_preset_matches_official_keys_and_counts(arch):
     assert {k: tuple(v.shape) for k, v in own.items()} == {
         k: tuple(v.shape) for k, v in converted.items()}
     assert len(own) == len(expected)
-    assert sum(p.numel() for p in model.parameters()) == SPEC_PARAMS[arch]
+    # the spec counts the official way: the Haar filters are (frozen) parameters there
+    assert count_params(model) == SPEC_PARAMS[arch]
+    assert not any('wt_filter' in n for n, _ in model.named_parameters())
 
     assert not any(k.startswith('head.') for k in converted)
     load_state_dict_checked(model, converted, strict=True)
@@ -391,8 +394,7 @@ def test_backward_frozen_stages_norm_eval_and_with_cp():
                if isinstance(m, nn.modules.batchnorm._BatchNorm))
     for module, trainable in ((model.patch_embed, False), (model.blocks1, False),
                               (model.blocks2, True), (model.blocks3, True)):
-        assert all(p.requires_grad == trainable for n, p in module.named_parameters()
-                   if 'wt_filter' not in n)
+        assert all(p.requires_grad == trainable for p in module.parameters())
     x = torch.randn(2, 3, 48, 48)
     sum(o.square().mean() for o in model(x)).backward()
     for name, param in model.named_parameters():
@@ -401,7 +403,7 @@ def test_backward_frozen_stages_norm_eval_and_with_cp():
         else:
             assert param.grad is None, name
     wt = model.blocks2[3].mixer.m.attn.global_op.wt_filter
-    assert not wt.requires_grad and torch.equal(wt, haar_filters(wt.shape[0] // 4))
+    assert not isinstance(wt, nn.Parameter) and torch.equal(wt, haar_filters(wt.shape[0] // 4))
 
     # gradient checkpointing: same outputs and gradients
     plain = MobileMamba(dict(SMALL), out_indices=(3, )).eval()
@@ -431,3 +433,33 @@ def test_backbone_with_neck_end_to_end():
         outs = neck(backbone(torch.randn(1, 3, 128, 128)))
     assert [tuple(o.shape) for o in outs] == [(1, 16, 128 // s, 128 // s)
                                               for s in (4, 8, 16, 32, 64)]
+
+
+def test_haar_filters_are_buffers_and_load_from_parameter_checkpoints(monkeypatch):
+    """The fixed Haar filters are persistent buffers: in the state dict under the official
+    names (official checkpoints hold them as frozen parameters and load unchanged), never
+    handed to an optimizer, so building one logs no 'requires_grad=False' lines."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.optim.optimizer import default_constructor
+    model = MobileMamba(dict(SMALL), out_indices=(3, ))
+    names = [n for n, _ in model.named_buffers() if n.endswith('wt_filter')]
+    assert len(names) == 2 * sum(model.depths) and set(names) <= set(model.state_dict())
+    assert not [n for n, _ in model.named_parameters() if n.endswith('wt_filter')]
+    # an older checkpoint: the filters saved as parameters (here: altered values, which
+    # must be the ones used, as the official model uses the loaded values)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = names[0]
+    state[key] = torch.nn.Parameter(state[key] * 2, requires_grad=False)
+    load_state_dict_checked(model, state, strict=True)
+    assert torch.equal(model.state_dict()[key], state[key])
+    logged = []
+    monkeypatch.setattr(default_constructor, 'print_log',
+                        lambda msg, *args, **kwargs: logged.append(str(msg)))
+    config = dict(optimizer=dict(type='AdamW', lr=1e-3), paramwise_cfg=dict(flat_decay_mult=0.0))
+    control = nn.Linear(2, 2)
+    control.bias.requires_grad = False  # what a frozen parameter makes mmengine log
+    build_optim_wrapper(control, config)
+    assert any('requires_grad=False' in m for m in logged)
+    logged.clear()
+    build_optim_wrapper(model, config)
+    assert not [m for m in logged if 'requires_grad' in m]

@@ -31,13 +31,17 @@ class ToyMamba(SSMBackbone):
     def __init__(self, arch: Union[str, Mapping[str, Any]] = 'nano', in_channels: int = 3,
                  out_indices: Sequence[int] = (0, 1), frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         init_cfg=init_cfg)
+                         pretrained=pretrained, init_cfg=init_cfg)
         settings = resolve_arch(arch, self.arch_settings, ('dims', 'depths', 'd_state'),
                                 'ToyMamba')
         dims = settings['dims']
         self.out_indices = check_out_indices(out_indices, len(dims), 'ToyMamba')
+        self.num_stages = len(dims)
+        order = sorted(set(self.out_indices))
+        self._set_outputs([dims[i] for i in order], [4 * 2**i for i in order])
         self.with_cp = with_cp
         self.stem = nn.Conv2d(in_channels, dims[0], 4, stride=4)
         self.stages = nn.ModuleList()
@@ -47,8 +51,11 @@ class ToyMamba(SSMBackbone):
                 *down, *[ToyBlock(dim, settings['d_state']) for _ in range(depth)]))
         self._freeze_stages()
 
-    def frozen_modules(self):
-        return [self.stem] + list(self.stages[:self.frozen_stages + 1])
+    def stem_modules(self):
+        return [self.stem]
+
+    def stage_modules(self, index):
+        return [self.stages[index]]
 
     def forward(self, x):
         x = self.stem(x)

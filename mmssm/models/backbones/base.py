@@ -1,6 +1,7 @@
 """What every mmssm backbone shares: arch presets, pretrained loading, freezing."""
 import copy
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -101,13 +102,44 @@ def _revise_keys(value: Any, owner: str) -> Tuple[Tuple[str, str], ...]:
     return pairs
 
 
-class SSMBackbone(BaseModule):
-    """Base class: pretrained loading through our converters, stage freezing, and
-    ``norm_eval``.
+def pretrained_init_cfg(owner: str, pretrained: Optional[str],
+                        init_cfg: Optional[Union[dict, list]]) -> Optional[Union[dict, list]]:
+    """``pretrained`` as mmseg passes it (``EncoderDecoder(pretrained=...)`` sets
+    ``backbone.pretrained``): None, or a path that becomes ``init_cfg=dict(type=
+    'Pretrained', checkpoint=path)`` with mmseg's deprecation warning. Giving both is an
+    error, as in mmseg's own backbones."""
+    if pretrained is None:
+        return init_cfg
+    if not isinstance(pretrained, str):
+        raise TypeError(f'{owner}: pretrained must be a str or None, got '
+                        f'{type(pretrained).__name__}')
+    if init_cfg is not None:
+        raise ValueError(f'{owner}: pretrained and init_cfg cannot be set at the same time; '
+                         "use init_cfg=dict(type='Pretrained', checkpoint=...)")
+    warnings.warn('DeprecationWarning: pretrained is deprecated, please use "init_cfg" '
+                  'instead', UserWarning, stacklevel=3)
+    return dict(type='Pretrained', checkpoint=pretrained)
 
-    Subclasses set ``family`` (their key in :mod:`mmssm.families`), implement
-    :meth:`frozen_modules` (the modules of stages ``0..frozen_stages``) and call
-    ``self._freeze_stages()`` at the end of their ``__init__``.
+
+class SSMBackbone(BaseModule):
+    """What every mmssm backbone promises (the contract of the five families).
+
+    * ``forward`` returns a tuple, one map per selected output, in stage order;
+      ``out_channels`` and ``out_strides`` (one entry per output) are set in
+      ``__init__`` (:meth:`_set_outputs`), before any forward, so necks and heads can be
+      configured and checked from them.
+    * ``frozen_stages=k`` freezes the stem and the first ``k`` stages (mmdet's ResNet /
+      Swin semantics: -1 freezes nothing, 0 the stem only); frozen modules stay in eval
+      mode. Subclasses say what their stem and their stages are
+      (:meth:`stem_modules`, :meth:`stage_modules`, :attr:`num_stages`) and call
+      ``self._freeze_stages()`` at the end of their ``__init__``.
+    * ``pretrained`` is accepted as mmseg passes it (:func:`pretrained_init_cfg`).
+    * :meth:`init_weights` re-establishes the SSM-specific initialisation
+      (:meth:`reset_ssm_parameters`) after any ``init_cfg`` -- a parent's (applied to the
+      whole model first, e.g. mmpretrain's ``TruncNormal(layer='Linear', bias=0)``) or its
+      own -- unless weights were loaded.
+
+    Subclasses set ``family`` (their key in :mod:`mmssm.families`).
 
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts an official checkpoint
     (converted on the fly) or an mmssm one, and what mmengine's ``Pretrained`` accepts:
@@ -133,14 +165,23 @@ class SSMBackbone(BaseModule):
     out_strides: Tuple[Optional[int], ...] = ()
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(
+            init_cfg=pretrained_init_cfg(type(self).__name__, pretrained, init_cfg))
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int):
+            raise TypeError(f'{type(self).__name__}: frozen_stages must be an int, got '
+                            f'{frozen_stages!r}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
     def _set_outputs(self, channels: Sequence[int], strides: Sequence[Optional[int]]) -> None:
         """Declare what ``forward`` returns: one (channels, stride) per output."""
         channels, strides = tuple(int(c) for c in channels), tuple(strides)
+        if not channels:
+            raise ValueError(f'{type(self).__name__}: out_indices must select at least one '
+                             'output (an official wrapper\'s out_indices=(), returning the '
+                             'last map channels-last, is not part of the backbone contract)')
         if len(channels) != len(strides):
             raise ValueError(f'{type(self).__name__}: {len(channels)} output channels but '
                              f'{len(strides)} strides')
@@ -165,6 +206,18 @@ class SSMBackbone(BaseModule):
             self._is_init = True
             return
         super().init_weights()
+        # A parent's init_cfg has already been applied to this module's layers (mmengine
+        # initialises the parent first, then calls its children's init_weights), and so
+        # may our own: re-draw what generic layer rules must not decide.
+        self.reset_ssm_parameters()
+
+    def reset_ssm_parameters(self) -> None:
+        """The official from-scratch initialisation of the SSM parameters: every
+        sub-module's ``reset_ssm_parameters()`` (dt projection weights and biases, A, D
+        of each scan); families add their special parameters by overriding this."""
+        for module in self.modules():
+            if module is not self and hasattr(module, 'reset_ssm_parameters'):
+                module.reset_ssm_parameters()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
                         trust_pickle: bool = False, strict: bool = True,
@@ -184,11 +237,37 @@ class SSMBackbone(BaseModule):
                                          **options)
 
     # -- freezing / norm_eval -------------------------------------------------------
-    def frozen_modules(self) -> Iterable[nn.Module]:
-        """Modules of stages ``0 .. frozen_stages`` (stem included); override."""
-        raise NotImplementedError(f'{type(self).__name__} does not support frozen_stages')
+    #: number of stages ``frozen_stages`` counts (set by subclasses)
+    num_stages: int = 0
+
+    def stem_modules(self) -> List[nn.Module]:
+        """Modules frozen by ``frozen_stages >= 0``: ``patch_embed`` (every family's
+        stem); override to add more."""
+        return [self.patch_embed]
+
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        """Modules of stage ``index``, frozen by ``frozen_stages > index``: by default
+        ``layers[index]`` (with its trailing downsample) and its out-norm
+        ``outnorm{index}`` if the stage is an output, as mmdet's Swin freezes ``norm{i}``;
+        override for another layout."""
+        modules = [self.layers[index]]
+        if hasattr(self, f'outnorm{index}'):
+            modules.append(getattr(self, f'outnorm{index}'))
+        return modules
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """The stem and stages ``0 .. frozen_stages - 1``."""
+        modules = list(self.stem_modules()) if self.frozen_stages >= 0 else []
+        for index in range(max(self.frozen_stages, 0)):
+            modules.extend(self.stage_modules(index))
+        return modules
 
     def _freeze_stages(self) -> None:
+        if not -1 <= self.frozen_stages <= self.num_stages:
+            raise ValueError(
+                f'{type(self).__name__}: frozen_stages must be in [-1, {self.num_stages}] '
+                '(-1: nothing, 0: the stem, k: the stem and the first k stages), got '
+                f'{self.frozen_stages}')
         if self.frozen_stages < 0:
             return
         for module in self.frozen_modules():

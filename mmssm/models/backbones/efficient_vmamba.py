@@ -24,7 +24,7 @@ stage has the same readable structure ``layers.<i>.blocks.<j>`` /
 checkpoints (classification or detection) onto it.
 """
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -246,15 +246,19 @@ class EfficientVMamba(SSMBackbone):
             PatchMerging2D, 'v2' = 2x2/2 conv + LayerNorm).
         in_channels (int): input channels.
         out_indices (Sequence[int]): stages whose (pre-downsample) outputs are returned,
-            each through its own LayerNorm ``outnorm{i}``. Empty: return the last map
-            channels-last, as the official wrapper does.
+            each through its own LayerNorm ``outnorm{i}`` (at least one; the official
+            wrapper's empty selection is not supported).
         drop_path_rate (float): stochastic depth, linear over all blocks. The default
             0.2 is the value the official detection configs train with.
-        frozen_stages (int): freeze the stem and stages ``0..frozen_stages`` (with
-            their out-norms); -1 freezes nothing.
+        frozen_stages (int): freeze the stem and the first ``frozen_stages`` stages
+            (with their downsample and out-norm); -1 freezes nothing, 0 the stem
+            (mmdet's ResNet / Swin semantics).
         norm_eval (bool): keep BatchNorms (conv branches, inverted residuals) in eval
             mode during training.
         with_cp (bool): gradient checkpointing of the EVSS blocks.
+        pretrained (str, optional): deprecated, as in mmseg: a checkpoint path that
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg
+            segmentors pass their ``pretrained`` here).
         init_cfg (dict | list, optional): e.g. ``dict(type='Pretrained',
             checkpoint=...)`` with an official or mmssm checkpoint.
 
@@ -280,9 +284,10 @@ class EfficientVMamba(SSMBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         init_cfg=init_cfg)
+                         pretrained=pretrained, init_cfg=init_cfg)
         owner = type(self).__name__
         settings = resolve_arch(arch, self.arch_settings, ('dims', 'depths'), owner,
                                 self._optional_arch)
@@ -291,14 +296,12 @@ class EfficientVMamba(SSMBackbone):
         num_stages = len(depths)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'{owner}: drop_path_rate must be in [0, 1), got {drop_path_rate}')
-        if not -1 <= frozen_stages < num_stages:
-            raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages - 1}], '
-                             f'got {frozen_stages}')
         if in_channels < 1:
             raise ValueError(f'{owner}: in_channels must be >= 1, got {in_channels}')
         self.arch = settings
         self.dims = dims
         self.depths = depths
+        self.num_stages = num_stages
         self.in_channels = in_channels
         self.patch_size = settings['patch_size']
         self.out_indices = check_out_indices(out_indices, num_stages, owner)
@@ -370,17 +373,8 @@ class EfficientVMamba(SSMBackbone):
                              f'{settings["downsample_version"]!r}')
         return depths, dims
 
-    def frozen_modules(self):
-        modules = [self.patch_embed]
-        for i in range(self.frozen_stages + 1):
-            modules.append(self.layers[i])
-            if hasattr(self, f'outnorm{i}'):
-                modules.append(getattr(self, f'outnorm{i}'))
-        return modules
-
-    def forward(self, x: Tensor) -> Union[Tuple[Tensor, ...], Tensor]:
-        """(B, in_channels, H, W) -> tuple of NCHW maps for ``out_indices`` (or the
-        last channels-last map when ``out_indices`` is empty)."""
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """(B, in_channels, H, W) -> tuple of NCHW maps for ``out_indices``."""
         if (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels
                 or x.shape[2] < self.patch_size or x.shape[3] < self.patch_size):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -393,6 +387,4 @@ class EfficientVMamba(SSMBackbone):
             if i in self.out_indices:
                 out = getattr(self, f'outnorm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
-        if not self.out_indices:
-            return x
         return tuple(outs)

@@ -74,7 +74,13 @@ class Conv2d_BN(nn.Module):  # noqa: N801 - the official class name (checkpoint 
         self.c = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                            groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS)
-        nn.init.constant_(self.bn.weight, bn_weight_init)
+        self.bn_weight_init = bn_weight_init
+        self.reset_bn()
+
+    @torch.no_grad()
+    def reset_bn(self) -> None:
+        """The official BN init: scale ``bn_weight_init``, zero shift."""
+        nn.init.constant_(self.bn.weight, self.bn_weight_init)
         nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -285,8 +291,11 @@ class WTEMamba(nn.Module):
     The SS2D (bidirectional scan, gated, d_state 1, Conv2d_BN projections) sees the
     full-resolution input; the wavelet branch zero-pads odd sizes at the bottom/right,
     filters all four Haar sub-bands (LL included) with one depthwise ``k x k`` conv and
-    a per-band scale, inverts and crops. ``wt_filter``/``iwt_filter`` are frozen
-    parameters: their values come from the checkpoint (and are used as loaded).
+    a per-band scale, inverts and crops. ``wt_filter``/``iwt_filter`` are the fixed
+    Haar filters, kept as (persistent) buffers: they are in the state dict under the
+    official names and load from official checkpoints, which hold them as frozen
+    parameters (as loaded values are used), but optimizers never see them. The official
+    parameter counts include them (:attr:`official_parameters`).
 
     Args:
         channels (int): C, the global part of the MRFFI split.
@@ -294,14 +303,17 @@ class WTEMamba(nn.Module):
         ssm_ratio (float): SS2D inner width ``int(ssm_ratio * C)``.
         deploy (bool): build the SS2D projections in the BN-fused layout.
     """
+    #: buffers the official model holds as frozen ``nn.Parameter`` s (its reported
+    #: parameter totals count them; see ``mmssm.apis.analysis.count_params``)
+    official_parameters = ('wt_filter', 'iwt_filter')
 
     def __init__(self, channels: int, kernel_size: int, ssm_ratio: float = 2.0,
                  deploy: bool = False):
         super().__init__()
         self.channels = channels
         filters = haar_filters(channels)
-        self.wt_filter = nn.Parameter(filters.clone(), requires_grad=False)
-        self.iwt_filter = nn.Parameter(filters.clone(), requires_grad=False)
+        self.register_buffer('wt_filter', filters.clone())
+        self.register_buffer('iwt_filter', filters.clone())
         self.global_atten = BidirectionalSS2D(channels, ssm_ratio, deploy)
         self.base_scale = ChannelScale(channels, 1.0)
         self.wavelet_convs = nn.ModuleList([
@@ -443,14 +455,18 @@ class MobileMamba(SSMBackbone):
         in_channels (int): input channels.
         out_indices (Sequence[int]): which of the four maps above to return;
             default (1, 2, 3) as in the official detection/segmentation configs.
-        frozen_stages (int): freeze the stem (0) and ``blocks1 .. blocks{n}`` (n > 0);
-            -1 freezes nothing. (The official wrapper crashes for n >= 0.)
+        frozen_stages (int): freeze the stem and the first ``frozen_stages`` stages
+            (``blocks1 .. blocks{n}``); -1 freezes nothing, 0 the stem (mmdet's ResNet /
+            Swin semantics). (The official wrapper crashes for n >= 0.)
         norm_eval (bool): keep BatchNorms in eval mode during training.
         drop_path_rate (float, optional): stochastic depth, linear over all blocks;
             None uses the preset's value (0 for t2/t4/s6, 0.03 for b1/b2/b4).
         with_cp (bool): gradient checkpointing per block.
         deploy (bool): build the BN-fused inference layout (for fused checkpoints);
             see :meth:`switch_to_deploy`.
+        pretrained (str, optional): deprecated, as in mmseg: a checkpoint path that
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg
+            segmentors pass their ``pretrained`` here).
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=PATH)``;
             official checkpoints (flat or nested under ``net``/``net_E``, fused or not,
             with or without the classifier) load through
@@ -482,8 +498,10 @@ class MobileMamba(SSMBackbone):
                  drop_path_rate: Optional[float] = None,
                  with_cp: bool = False,
                  deploy: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         pretrained=pretrained, init_cfg=init_cfg)
         settings = resolve_arch(arch, self.arch_settings, ('embed_dims', 'depths'),
                                 'MobileMamba', optional=tuple(_SHARED) + ('drop_path_rate', ))
         settings = {**_SHARED, 'drop_path_rate': 0.0, **settings}
@@ -496,9 +514,6 @@ class MobileMamba(SSMBackbone):
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f'MobileMamba: in_channels must be a positive int, got '
                              f'{in_channels!r}')
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'MobileMamba: frozen_stages must be in [-1, {self.num_stages}]'
-                             f', got {frozen_stages}')
         self.arch = settings
         self.embed_dims = list(settings['embed_dims'])
         self.depths = list(settings['depths'])
@@ -569,8 +584,16 @@ class MobileMamba(SSMBackbone):
     def stages(self) -> List[nn.Sequential]:
         return [self.blocks1, self.blocks2, self.blocks3]
 
-    def frozen_modules(self) -> List[nn.Module]:
-        return [self.patch_embed] + self.stages[:self.frozen_stages]
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        return [self.stages[index]]
+
+    def reset_ssm_parameters(self) -> None:
+        """The SSM initialisation ('v2': A = -1, D = 1, small dt) and MobileMamba's
+        residual-branch BatchNorms, whose scale starts at 0 (``bn_weight_init``)."""
+        super().reset_ssm_parameters()
+        for module in self.modules():
+            if isinstance(module, Conv2d_BN):
+                module.reset_bn()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -190,12 +190,12 @@ def stage_widths(dims: Union[int, Sequence[int]], num_stages: int) -> List[int]:
 class MSVMamba(SSMBackbone):
     """MSVMamba backbone (official ``MM_VSSM`` with the multi-scale options).
 
-    Returns a list of ``len(out_indices)`` maps in stage order, stage ``i`` being
+    Returns a tuple of ``len(out_indices)`` maps in stage order, stage ``i`` being
     (B, C_i, H_i, W_i) with C_i = dims * 2**i, H_0 = floor(H / patch_size) and
     H_{i+1} = ceil(H_i / 2): the stage's block output before its downsample,
-    normalised by ``outnorm{i}``. With
-    ``out_indices=()`` the forward returns the last stage's un-normalised features
-    channels-last (B, H_3, W_3, C_3), as the official wrapper does.
+    normalised by ``outnorm{i}``. (The official wrapper's ``out_indices=()``, the last
+    stage's un-normalised features channels-last, is not supported: every mmssm backbone
+    returns a tuple of maps.)
 
     Presets (``arch``): ``'nano'`` (dims 48, depths 1-2-5-2), ``'micro'`` (64,
     1-2-5-2), ``'tiny'`` (96, 1-2-9-2). A dict needs ``dims`` (int base width or one
@@ -214,11 +214,15 @@ class MSVMamba(SSMBackbone):
             segmentation Nano/Micro configs inherit 0.3.
         ffn_drop_rate (float): ConvFFN dropout (0 in every official config).
         ssm_drop_rate (float): MS2D output dropout.
-        frozen_stages (int): freeze the stem and stages ``0..frozen_stages``
-            (with their downsample and out-norm); -1 freezes nothing.
+        frozen_stages (int): freeze the stem and the first ``frozen_stages`` stages
+            (with their downsample and out-norm); -1 freezes nothing, 0 the stem
+            (mmdet's ResNet / Swin semantics).
         norm_eval (bool): keep BatchNorm layers in eval mode (there are none here;
             kept for interface compatibility).
         with_cp (bool): activation checkpointing per block.
+        pretrained (str, optional): deprecated, as in mmseg: a checkpoint path that
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg
+            segmentors pass their ``pretrained`` here).
         init_cfg (dict | list, optional): e.g. ``dict(type='Pretrained',
             checkpoint=PATH)`` with an official or mmssm checkpoint.
     """
@@ -242,9 +246,10 @@ class MSVMamba(SSMBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         init_cfg=init_cfg)
+                         pretrained=pretrained, init_cfg=init_cfg)
         settings = {**self.arch_defaults,
                     **resolve_arch(arch, self.arch_settings, ('dims', 'depths'),
                                    'MSVMamba', optional=self.arch_defaults)}
@@ -265,9 +270,6 @@ class MSVMamba(SSMBackbone):
             check_out_indices(out_indices, num_stages, 'MSVMamba'))))
         self._set_outputs([self.dims[i] for i in self.out_indices],
                           [patch_size * 2**i for i in self.out_indices])
-        if not -1 <= frozen_stages < num_stages:
-            raise ValueError(f'MSVMamba: frozen_stages must be in [-1, {num_stages - 1}], '
-                             f'got {frozen_stages}')
 
         # Official indices: patch_embed.0 conv, .1 to channels-last, .2 LayerNorm.
         self.patch_embed = nn.Sequential(
@@ -298,13 +300,6 @@ class MSVMamba(SSMBackbone):
         self.apply(_init_weights)
         self._freeze_stages()
 
-    def frozen_modules(self) -> List[nn.Module]:
-        modules = [self.patch_embed]
-        for i in range(self.frozen_stages + 1):
-            modules.append(self.layers[i])
-            if i in self.out_indices:
-                modules.append(getattr(self, f'outnorm{i}'))
-        return modules
 
     def output_shapes(self, height: int, width: int) -> List[Tuple[int, int, int]]:
         """(C_i, H_i, W_i) of every stage for an input of ``height`` x ``width``."""
@@ -315,7 +310,7 @@ class MSVMamba(SSMBackbone):
             h, w = -(-h // 2), -(-w // 2)
         return shapes
 
-    def forward(self, x: Tensor) -> Union[Tuple[Tensor, ...], Tensor]:
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'MSVMamba expects images (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
@@ -330,6 +325,4 @@ class MSVMamba(SSMBackbone):
             if i in self.out_indices:
                 out = getattr(self, f'outnorm{i}')(stage_out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
-        if not self.out_indices:
-            return x
         return tuple(outs)

@@ -484,6 +484,9 @@ class Vim(SSMBackbone):
             class token plus blocks ``0..k-1`` (and the final norm when k == depth).
         norm_eval (bool): keep BatchNorm of the adapters in eval mode while training.
         with_cp (bool): gradient checkpointing per block.
+        pretrained (str, optional): deprecated, as in mmseg: a checkpoint path that
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg
+            segmentors pass their ``pretrained`` here).
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=PATH)``
             with an official or mmssm checkpoint; position embedding, class token and
             rope tables are adapted to this model (:meth:`adapt_state_dict`, also run by
@@ -524,8 +527,10 @@ class Vim(SSMBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         pretrained=pretrained, init_cfg=init_cfg)
         settings = resolve_arch(arch, self.arch_settings, ('embed_dims', 'depth'), 'Vim',
                                 optional=self.arch_defaults)
         settings = {**self.arch_defaults, **settings}
@@ -652,6 +657,13 @@ class Vim(SSMBackbone):
         if self.cls_token is not None:
             self.cls_token._no_weight_decay = True
 
+    def reset_ssm_parameters(self) -> None:
+        """The Mamba initialisation of every mixer (A, D, dt projections of both
+        directions) and Vim's own from-scratch init (:meth:`_init_embeddings`: position
+        / class embeddings, patch conv, the ``out_proj`` rescaled by sqrt(depth))."""
+        super().reset_ssm_parameters()
+        self._init_embeddings()
+
     # -- checkpoint adaptation ---------------------------------------------------------
     def adapt_state_dict(self, state_dict: Dict[str, Tensor],
                          prefix: str = '') -> Dict[str, Tensor]:
@@ -714,14 +726,14 @@ class Vim(SSMBackbone):
         self.adapt_state_dict(state_dict, prefix)
 
     # -- freezing --------------------------------------------------------------------
-    def frozen_modules(self) -> List[nn.Module]:
-        if self.frozen_stages > self.depth:
-            raise ValueError(f'Vim: frozen_stages must be in [-1, {self.depth}], got '
-                             f'{self.frozen_stages}')
-        modules = [self.patch_embed, *self.layers[:self.frozen_stages]]
-        if self.frozen_stages == self.depth:
-            modules.append(self.norm_f)
-        return modules
+    @property
+    def num_stages(self) -> int:
+        """Each block is a stage for ``frozen_stages``."""
+        return self.depth
+
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        """Block ``index``; the last one with the final norm it alone feeds."""
+        return [self.layers[index]] + ([self.norm_f] if index == self.depth - 1 else [])
 
     def _freeze_stages(self) -> None:
         super()._freeze_stages()

@@ -205,11 +205,15 @@ class VMamba(SSMBackbone):
             all blocks. None: the arch's value (the presets carry the official
             downstream value: T 0.2, S 0.3, B 0.6; v0 0.2 as in the detection configs,
             the v0 segmentation configs use 0.3).
-        frozen_stages (int): freeze the stem and stages 0..frozen_stages (each with
-            its trailing downsample and out-norm); -1 freezes nothing.
+        frozen_stages (int): freeze the stem and the first ``frozen_stages`` stages
+            (each with its trailing downsample and out-norm); -1 freezes nothing, 0 the
+            stem (mmdet's ResNet / Swin semantics).
         norm_eval (bool): keep BatchNorm layers in eval mode (VMamba has none; kept
             for the common backbone interface).
         with_cp (bool): gradient checkpointing per block.
+        pretrained (str, optional): deprecated, as in mmseg: a checkpoint path that
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg
+            segmentors pass their ``pretrained`` here).
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=...)`` with
             an official VMamba checkpoint (classification ``#v2cls``/``#v0cls`` files,
             mmdet/mmseg checkpoints) or an mmssm one.
@@ -253,8 +257,10 @@ class VMamba(SSMBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         pretrained=pretrained, init_cfg=init_cfg)
         settings = resolve_arch(arch, self.arch_settings, self.REQUIRED_ARCH_KEYS, 'VMamba',
                                 optional=self.OPTIONAL_ARCH_KEYS)
         for key, default in self.OPTIONAL_ARCH_KEYS.items():
@@ -280,9 +286,6 @@ class VMamba(SSMBackbone):
             raise ValueError('VMamba: out_indices must select at least one stage')
         self._set_outputs([dims[i] for i in self.out_indices],
                           [settings['patch_size'] * 2**i for i in self.out_indices])
-        if not -1 <= frozen_stages < self.num_stages:
-            raise ValueError(f'VMamba: frozen_stages must be in [-1, {self.num_stages - 1}], '
-                             f'got {frozen_stages}')
         self.with_cp = with_cp
 
         stem = ConvStem if settings['patch_embed'] == 'v2' else PatchifyStem
@@ -354,14 +357,6 @@ class VMamba(SSMBackbone):
         if version == 'v1':
             return PatchMergingDownsample(in_channels, out_channels)
         return ConvDownsample(in_channels, out_channels, kernel_size=3 if version == 'v3' else 2)
-
-    def frozen_modules(self) -> List[nn.Module]:
-        modules = [self.patch_embed]
-        for i in range(self.frozen_stages + 1):
-            modules.append(self.layers[i])
-            if i in self.out_indices:
-                modules.append(getattr(self, f'outnorm{i}'))
-        return modules
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -124,10 +124,16 @@ class SelectiveScanRoutes(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, e))
         self.A_logs = nn.Parameter(torch.empty(k * e, n))
         self.Ds = nn.Parameter(torch.empty(k * e))
-        self.reset_ssm_parameters(init, dt_scale)
+        self.ssm_init, self.dt_scale = init, dt_scale
+        self.reset_ssm_parameters()
 
     @torch.no_grad()
-    def reset_ssm_parameters(self, init: str = 'v0', dt_scale: float = 1.0) -> None:
+    def reset_ssm_parameters(self, init: Optional[str] = None,
+                             dt_scale: Optional[float] = None) -> None:
+        """(Re-)draw the from-scratch SSM initialisation (default: the one this module
+        was built with); backbones call it again after any ``init_cfg``."""
+        init = self.ssm_init if init is None else init
+        dt_scale = self.dt_scale if dt_scale is None else dt_scale
         bound = 1.0 / math.sqrt(self.d_inner)  # nn.Linear default for x_proj
         self.x_proj_weight.uniform_(-bound, bound)
         self.Ds.fill_(1.0)
