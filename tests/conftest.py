@@ -5,6 +5,10 @@
 * Threads: a fixed, modest torch thread count (``MMSSM_TEST_THREADS``, default
   ``min(cpu_count, 8)``) -- timings stay comparable and oversubscription is avoided on big
   machines.
+* Isolation: mmengine's default scope (a process-wide setting that ``init_default_scope``,
+  e.g. in ``mmssm.apis.analysis.build_task_model``, leaves behind) is restored after every
+  test, so a test building an mmseg model cannot make a later one resolve unscoped names
+  in mmseg's registry.
 * Markers: ``slow`` (long end-to-end tests; ``make test-fast`` deselects them) and
   ``cuda`` (needs a GPU: skipped with a reason when torch sees none). They are declared
   here only if the project's pytest configuration does not declare them already.
@@ -54,3 +58,17 @@ def _deterministic_rng():
     """Re-seed torch/numpy/random before every test."""
     _seed_everything()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Undo any default-scope change a test makes (mmengine keeps it process-wide)."""
+    try:
+        from mmengine.registry import DefaultScope
+    except ImportError:  # the bare op tests need no mmengine
+        yield
+        return
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
