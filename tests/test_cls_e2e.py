@@ -24,7 +24,7 @@ import mmssm  # noqa: E402,F401  (compat shims before mmpretrain is imported)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'cls_msvmamba_demo.py'
-FIXTURE = ROOT / 'tests' / 'data' / 'vmamba' / 'cls_fixture.pt'
+FIXTURE = ROOT / 'tests' / 'data' / 'fixtures' / 'vmamba' / 'cls_fixture.pt'
 CHANCE = 100.0 / 3
 
 
@@ -127,7 +127,7 @@ def test_official_checkpoint_converted_on_the_fly(tmp_path):
     torch.testing.assert_close(logits, case['outputs'][0], atol=1e-4, rtol=1e-4)
     # an mmssm checkpoint is passed through unchanged; another family's is refused
     assert convert_official_load_from(cfg, converted, str(tmp_path / 'w2')) == converted
-    vim = torch.load(ROOT / 'tests' / 'data' / 'vim' / 'cls_fixture.pt', weights_only=True)
+    vim = torch.load(ROOT / 'tests' / 'data' / 'fixtures' / 'vim' / 'cls_fixture.pt', weights_only=True)
     other = tmp_path / 'vim.pth'
     torch.save({'model': vim['state_dict']}, other)
     with pytest.raises(ValueError, match="looks like a 'vim' checkpoint"):
