@@ -138,10 +138,16 @@ def test_mobilemamba_fused_head_checkpoint_loads():
     torch.testing.assert_close(logits, case['outputs'][0], atol=1e-4, rtol=1e-4)
 
 
+def build_head(**kwargs):
+    """As an mmpretrain config builds it (default scope mmpretrain: its losses)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(type='mmssm.MobileMambaClsHead', **kwargs))
+
+
 def test_mobilemamba_head_switch_to_deploy_and_errors():
     torch.manual_seed(0)
-    head = MODELS.build(dict(type='MobileMambaClsHead', num_classes=5, in_channels=8,
-                             distillation=True))
+    head = build_head(num_classes=5, in_channels=8, distillation=True)
     for bn in (head.bn, head.dist_bn):
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 1.5)
@@ -160,4 +166,4 @@ def test_mobilemamba_head_switch_to_deploy_and_errors():
     with pytest.raises(NotImplementedError, match='distillation=False to train'):
         head(feats)
     with pytest.raises(ValueError, match='num_classes must be a positive int'):
-        MODELS.build(dict(type='MobileMambaClsHead', num_classes=0, in_channels=8))
+        build_head(num_classes=0, in_channels=8)
