@@ -127,7 +127,7 @@ def test_official_checkpoint_converted_on_the_fly(tmp_path):
     torch.testing.assert_close(logits, case['outputs'][0], atol=1e-4, rtol=1e-4)
     # an mmssm checkpoint is passed through unchanged; another family's is refused
     assert convert_official_load_from(cfg, converted, str(tmp_path / 'w2')) == converted
-    vim = torch.load(ROOT / 'tests' / 'data' / 'fixtures' / 'vim' / 'cls_fixture.pt', weights_only=True)
+    vim = torch.load(FIXTURE.parents[1] / 'vim' / 'cls_fixture.pt', weights_only=True)
     other = tmp_path / 'vim.pth'
     torch.save({'model': vim['state_dict']}, other)
     with pytest.raises(ValueError, match="looks like a 'vim' checkpoint"):

@@ -156,7 +156,8 @@ def main(argv=None):
     parser.add_argument('--num-val', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--sets', nargs='+', choices=SETS, default=list(SETS),
-                        help='which data sets to write (default: all; coco and ade share their scenes and are written together)')
+                        help='which data sets to write (default: all; coco and ade share '
+                        'their scenes and are written together)')
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be positive')
