@@ -381,7 +381,7 @@ def test_resolved_recipe(name):
         got['head'] = model.decode_head.in_channels
     assert got == expect
     assert tuple(wrapper.optimizer.betas) == (0.9, 0.999)
-    assert set(RECIPES) == {p.stem for p in ZOO_CONFIGS}
+    assert set(RECIPES) == {p.stem for p in DOWNSTREAM_CONFIGS}
 
 
 # Official recipes (shared/specs) of one config per family / model type.
