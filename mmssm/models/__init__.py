@@ -8,5 +8,14 @@ import importlib.util
 
 from . import backbones, necks  # noqa: F401
 
-if importlib.util.find_spec('mmpretrain') is not None:
+
+
+def _mmpretrain_installed() -> bool:
+    try:
+        return importlib.util.find_spec('mmpretrain') is not None
+    except ImportError:  # an import hook that refuses it: as good as absent
+        return False
+
+
+if _mmpretrain_installed():
     from . import heads  # noqa: F401

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip('mmpretrain')
+pytest.importorskip('mmpretrain', exc_type=ImportError)  # absent or refused
 
 from mmssm.converters import from_official  # noqa: E402
 from mmssm.converters.classification import (classifier_config,  # noqa: E402
