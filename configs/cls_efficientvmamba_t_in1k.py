@@ -10,11 +10,10 @@
 #   python tools/test.py configs/cls_efficientvmamba_t_in1k.py efficient_vmamba_tiny.ckpt
 # The official classifier is norm -> average pool -> linear on the last stage: the
 # backbone's out-norm of stage 3, GlobalAveragePooling and LinearClsHead here.
-_base_ = ['./cls_vmamba_t_in1k.py']
+_base_ = ['./_base_/imagenet_swin_300e.py']
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmssm.EfficientVMamba',
         # EfficientVMamba-T: see EfficientVMamba.arch_settings
         arch='tiny',
@@ -30,9 +29,7 @@ model = dict(
 # (timm's plain policy set: no 'inc1', so Posterize/Solarize/colour magnitudes are not
 # "increasing"; spelled out below), random erasing 0.25 'pixel'; colour jitter 0.3 is off
 # when RandAugment is on. Evaluation: short side 256 bicubic, center crop 224
-# (lib/dataset/transform.py), as in cls_vmamba_t_in1k.py.
-bgr_mean = [103.53, 116.28, 123.675]
-bgr_std = [57.375, 57.12, 58.395]
+# (lib/dataset/transform.py), as in the shared recipe.
 # timm _RAND_TRANSFORMS with their level -> argument maps (enhance factor 0.1 .. 1.9)
 timm_rand_policies = [
     dict(type='AutoContrast'),
@@ -51,28 +48,16 @@ timm_rand_policies = [
     dict(type='Translate', magnitude_range=(0, 0.45), direction='horizontal'),
     dict(type='Translate', magnitude_range=(0, 0.45), direction='vertical'),
 ]
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies=timm_rand_policies, num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
-    dict(type='PackInputs'),
-]
+train_pipeline = _base_.train_pipeline
+train_pipeline[3].policies = timm_rand_policies  # RandAugment
 # Total batch: 2048 = 128 images/GPU x 16 GPUs
 train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline))
 
 # -------------------------------------------------------------- schedule
 # 300 epochs, 20 warm-up epochs from 1e-7, cosine to 1e-6 (lr 2e-3 is not rescaled)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=5e-5, by_epoch=True, begin=0, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=20, end=300,
-         convert_to_iter_based=True),
-]
+param_scheduler = _base_.param_scheduler
+param_scheduler[0].start_factor = 5e-5
+param_scheduler[1].eta_min = 1e-6
 
 # ------------------------------------------------------------- optimizer
 # AdamW lr 2e-3, eps 1e-8, wd 0.04, grad-norm clip 1.0, AMP; no weight decay for 1-D

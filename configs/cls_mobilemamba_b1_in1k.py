@@ -11,30 +11,11 @@ _base_ = ['./cls_mobilemamba_t2_in1k.py']
 model = dict(backbone=dict(arch='b1', drop_path_rate=0.03), head=dict(in_channels=448))
 
 # ------------------------------------------------------------------ data
-# trained and evaluated at 256x256 (from scratch, no fine-tuning); test resize
+# trained and evaluated at 256x256 (from scratch, no fine-tuning): test resize
 # int(256 / 0.875) = 292
-bgr_mean = [103.53, 116.28, 123.675]
-bgr_std = [57.375, 57.12, 58.395]
-img_size = 256
-test_resize = 292
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=img_size, backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=test_resize, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
-]
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].scale = 256  # RandomResizedCrop
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale, test_pipeline[2].crop_size = 292, 256  # ResizeEdge, CenterCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -8,12 +8,12 @@
 #   python tools/test.py configs/cls_msvmamba_n_in1k.py vssm_nano_ms_e300.pth
 # The official classifier is norm -> average pool -> linear on the last stage: the
 # backbone's out-norm of stage 3, GlobalAveragePooling and LinearClsHead here.
-# Recipe: that of cls_vmamba_t_in1k.py (same training code); differences here.
-_base_ = ['./cls_vmamba_t_in1k.py']
+# Recipe: VMamba's (same training code), configs/_base_/imagenet_swin_300e.py; differences
+#   here.
+_base_ = ['./_base_/imagenet_swin_300e.py']
 
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='mmssm.MSVMamba',
         # MSVMamba-Nano: see MSVMamba.arch_settings
         arch='nano',

@@ -1,10 +1,11 @@
 """The ImageNet classification configs ``configs/cls_<family>_<variant>_in1k.py``.
 
 * One config per released classification checkpoint, named like the downstream configs.
-* Each states its recipe: header (paper result, official config and checkpoint), root
-  configs inherit mmpretrain's ImageNet bases and every variant its sibling, stating only
-  what differs; the resolved hyper-parameters are the official ones (table below, from
-  shared/specs and the official repositories).
+* Each states its recipe: header (paper result, official config and checkpoint); the
+  shared recipe ``configs/_base_/imagenet_swin_300e.py`` inherits mmpretrain's ImageNet
+  bases, each family's first classifier inherits it and every variant its sibling, stating
+  only what differs; the resolved hyper-parameters are the official ones (tables below,
+  from shared/specs and the official repositories).
 * Parameters of every classifier equal the official classification model's (metafile).
 * ``get_flops.py`` on a classifier is within 2 % of the paper's FLOPs (a cheap subset
   here, ``slow``; the full table is in docs/model_zoo.md).
@@ -46,26 +47,51 @@ RELEASED = {
     'vim': ('ti', 's', 'b', 'ti_stride8', 's_stride8'),
 }
 
-# Official recipes: arch, drop path, lr, weight decay, epochs, total batch, EMA momentum
-# (None: no EMA), mixup alpha, eval resize (short side) / crop.
+# Official recipes of every classifier: arch, drop path, lr, weight decay, epochs, total
+# batch, EMA momentum (None: no EMA), mixup alpha, eval resize (short side) / crop.
 RECIPES = {
     'cls_vmamba_t_in1k': ('tiny_s1l8', 0.2, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
+    'cls_vmamba_t_s2l5_in1k': ('tiny_s2l5', 0.2, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
+    'cls_vmamba_s_in1k': ('small_s2l15', 0.3, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
     'cls_vmamba_b_in1k': ('base_s2l15', 0.6, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
+    'cls_vmamba_s_s1l20_in1k': ('small_s1l20', 0.3, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256,
+                                224),
     'cls_vmamba_b_s1l20_in1k': ('base_s1l20', 0.5, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
     'cls_vmamba_v0_t_in1k': ('v0_tiny', 0.2, 1e-3, 0.05, 300, 1024, None, 0.8, 256, 224),
+    'cls_vmamba_v0_s_in1k': ('v0_small', 0.3, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
     'cls_vmamba_v0_b_in1k': ('v0_base', 0.5, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
+    'cls_msvmamba_n_in1k': ('nano', 0.2, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
+    'cls_msvmamba_m_in1k': ('micro', 0.2, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
     'cls_msvmamba_t_in1k': ('tiny', 0.2, 1e-3, 0.05, 300, 1024, 1e-4, 0.8, 256, 224),
     'cls_efficientvmamba_t_in1k': ('tiny', 0.1, 2e-3, 0.04, 300, 2048, 1e-4, 0.2, 256, 224),
+    'cls_efficientvmamba_s_in1k': ('small', 0.1, 2e-3, 0.04, 300, 2048, 1e-4, 0.2, 256, 224),
     'cls_efficientvmamba_b_in1k': ('base', 0.1, 2e-3, 0.04, 300, 1024, 1e-4, 0.2, 256, 224),
     'cls_mobilemamba_t2_in1k': ('t2', 0.0, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 219, 192),
+    'cls_mobilemamba_t4_in1k': ('t4', 0.0, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 219, 192),
     'cls_mobilemamba_s6_in1k': ('s6', 0.0, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 256, 224),
     'cls_mobilemamba_b1_in1k': ('b1', 0.03, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 292, 256),
+    'cls_mobilemamba_b2_in1k': ('b2', 0.03, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 438, 384),
     'cls_mobilemamba_b4_in1k': ('b4', 0.03, 3e-3, 0.05, 300, 1024, 2e-4, 0.8, 585, 512),
     'cls_vim_ti_in1k': ('tiny', 0.0, 1e-3, 0.1, 300, 1024, 4e-5, 0.8, 256, 224),
     'cls_vim_s_in1k': ('small', 0.05, 1e-3, 0.05, 300, 512, 4e-5, 0.8, 256, 224),
+    'cls_vim_b_in1k': ('base', 0.1, 1e-3, 0.05, 300, 1024, 4e-5, 0.8, 256, 224),
+    'cls_vim_ti_stride8_in1k': ('tiny_stride8', 0.0, 1e-5, 1e-8, 30, 1024, 4e-5, 0.8, 256,
+                                224),
     'cls_vim_s_stride8_in1k': ('small_stride8', 0.0, 1e-5, 1e-8, 30, 1024, 4e-5, 0.8, 256,
                                224),
 }
+# Schedules and optimizer wrappers, per family (the stride-8 Vims fine-tune): warm-up epochs,
+# warm-up start factor, min lr, per-iteration scheduling, grad-norm clip (None: none), AMP,
+# DeiT repeated augmentation (repeats), validation batch.
+SCHEDULES = {
+    'vmamba': (20, 1e-3, 1e-5, True, 5.0, False, None, 128),
+    'msvmamba': (20, 1e-3, 1e-5, True, 5.0, False, None, 128),
+    'efficientvmamba': (20, 5e-5, 1e-6, True, 1.0, True, None, 128),
+    'mobilemamba': (20, 1e-3, 3e-5, True, 5.0, True, None, 125),
+    'vim': (5, 1e-3, 1e-5, False, None, False, 3, 128),
+    'vim_stride8': (5, 1.0, 1e-5, False, None, False, 3, 128),
+}
+SHARED_RECIPE = CONFIG_DIR / '_base_' / 'imagenet_swin_300e.py'
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,13 +145,11 @@ def test_config_states_its_recipe(path):
                  '# Official checkpoint: ', f'python tools/test.py configs/{path.name} '):
         assert line in text, f'{path.name}: header misses {line!r}'
     bases = bases_of(path)
-    if bases[0].startswith('mmpretrain::'):
-        assert bases == MMPRETRAIN_BASES  # a root config
-        for key in ('train_pipeline', 'test_pipeline', 'optim_wrapper', 'param_scheduler',
-                    'train_cfg', 'custom_hooks', 'auto_scale_lr'):
-            assert re.search(rf'^{key} = ', text, re.M), f'{path.name}: {key} not stated'
-    else:  # a variant: its sibling (same family, or the recipe it shares)
-        assert len(bases) == 1 and re.fullmatch(r'\./cls_[a-z0-9_]+_in1k\.py', bases[0])
+    assert len(bases) == 1
+    if bases[0] == './_base_/imagenet_swin_300e.py':  # a family's first classifier
+        assert re.search(r'^model = dict\(\n    backbone=dict\(\n        type=', text, re.M)
+    else:  # a variant: its sibling, stating only what differs
+        assert re.fullmatch(r'\./cls_[a-z0-9_]+_in1k\.py', bases[0])
         assert (CONFIG_DIR / bases[0]).is_file()
     cfg = load(path)
     assert cfg.default_scope == 'mmpretrain'
@@ -150,6 +174,17 @@ def test_config_states_its_recipe(path):
     assert cfg.optim_wrapper.paramwise_cfg.flat_decay_mult == 0.0
 
 
+def test_shared_recipe_states_itself():
+    """The recipe the families' first classifiers inherit: mmpretrain's ImageNet bases,
+    every part of the recipe stated in the file, no backbone of its own."""
+    text = SHARED_RECIPE.read_text()
+    assert bases_of(SHARED_RECIPE) == MMPRETRAIN_BASES
+    for key in ('train_pipeline', 'test_pipeline', 'optim_wrapper', 'param_scheduler',
+                'train_cfg', 'custom_hooks', 'auto_scale_lr'):
+        assert re.search(rf'^{key} = ', text, re.M), f'{key} not stated'
+    assert 'backbone' not in Config.fromfile(str(SHARED_RECIPE)).model
+
+
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_official_recipe_values(name):
     arch, drop_path, lr, wd, epochs, batch, ema, mixup, resize, crop = RECIPES[name]
@@ -172,6 +207,22 @@ def test_official_recipe_values(name):
     train = {t['type']: t for t in cfg.train_pipeline}
     assert train['RandomResizedCrop']['scale'] == crop
     assert train['RandomErasing']['erase_prob'] == 0.25
+    family = NAME_RE.match(name).group(1)
+    warmup, start, eta_min, per_iter, clip, amp, repeats, val_batch = SCHEDULES[
+        'vim_stride8' if family == 'vim' and 'stride8' in name else family]
+    linear, cosine = cfg.param_scheduler
+    assert (linear.type, linear.begin, linear.end, linear.start_factor) == ('LinearLR', 0,
+                                                                            warmup, start)
+    assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == ('CosineAnnealingLR',
+                                                                       warmup, epochs, eta_min)
+    assert [s.get('convert_to_iter_based', False) for s in cfg.param_scheduler] == [per_iter] * 2
+    wrapper = cfg.optim_wrapper
+    assert (wrapper.clip_grad or {}).get('max_norm') == clip
+    assert wrapper.type == ('AmpOptimWrapper' if amp else 'OptimWrapper')
+    sampler = cfg.train_dataloader.sampler
+    assert sampler.get('num_repeats') == repeats
+    assert sampler.type == ('RepeatAugSampler' if repeats else 'DefaultSampler')
+    assert cfg.val_dataloader.batch_size == cfg.test_dataloader.batch_size == val_batch
 
 
 @pytest.mark.parametrize('path', CLS_CONFIGS, ids=lambda p: p.stem)
