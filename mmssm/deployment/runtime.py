@@ -40,6 +40,8 @@ class RuntimeSession:
         if runtime == 'onnxruntime':
             import onnxruntime as ort
             options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             if threads:
                 options.intra_op_num_threads = int(threads)
             options.log_severity_level = 3  # errors only

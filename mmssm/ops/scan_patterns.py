@@ -40,6 +40,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .scan_lowering import scan_gather_export, scan_merge_export
+
 Tensor = torch.Tensor
 
 SCAN_BACKENDS = ('torch', 'triton')
@@ -95,6 +97,16 @@ class ScanPattern:
         """Every route is one whole-map segment: each route is the map flipped and/or
         transposed (no padding, no concatenation)."""
         return all(len(r) == 1 and r[0].is_whole_map for r in self.routes)
+
+    @property
+    def export_segments(self) -> Optional[int]:
+        """``S`` such that every route is ``S`` equal parts in each of which a pixel
+        appears at most once (every route has ``S`` segments, all of one step), or None.
+        The export merge (:func:`mmssm.ops.scan_lowering.scan_merge_export`) then inverts
+        each part with a Gather of whole rows instead of a ScatterElements."""
+        counts = {len(route) for route in self.routes}
+        steps = {seg.step for route in self.routes for seg in route}
+        return counts.pop() if len(counts) == 1 and len(steps) == 1 else None
 
     def index(self, h: int, w: int, device=None) -> Tensor:
         """(K, L') index map for an h x w map (cached per size and device)."""
@@ -165,7 +177,10 @@ def _index(kind: str, h: int, w: int, device) -> Tensor:
     # every call lets the Triton path reuse its per-index metadata. An ONNX export
     # builds the map inside the graph from the (traced) sizes instead.
     if torch.onnx.is_in_onnx_export():
-        return get_scan_pattern(kind).build_index(h, w, device)
+        pattern = get_scan_pattern(kind)
+        index = pattern.build_index(h, w, device)
+        index.export_segments = pattern.export_segments  # read by the export merge
+        return index
     if device is None:
         return _cpu_index(kind, int(h), int(w))
     device = torch.device(device)
@@ -279,11 +294,12 @@ def scan_gather(x: Tensor, index: Tensor, *, backend: Optional[str] = None) -> T
                          f'(K, L\'), got x {tuple(x.shape)} and index {tuple(index.shape)}')
     if resolve_gather_backend(x, backend) == 'triton':
         return _triton_kernels().triton_scan_gather(x, index)
+    if torch.onnx.is_in_onnx_export():  # maps built in the graph: one path for all
+        return scan_gather_export(x, index)
     flat = x.flatten(2)
     batch, channels, pixels = flat.shape
     routes, length = index.shape
-    exporting = torch.onnx.is_in_onnx_export()  # maps built in the graph: one path for all
-    if exporting or _has_padding(index, pixels):
+    if _has_padding(index, pixels):
         flat = torch.cat([flat, flat.new_zeros(batch, channels, 1)], dim=2)
         index = torch.where(index < 0, torch.full_like(index, pixels), index)
     out = flat.index_select(2, index.reshape(-1)).view(batch, channels, routes, length)
@@ -311,21 +327,15 @@ def scan_merge(ys: Tensor, index: Tensor, size: Tuple[int, ...], *,
     if tuple(index.shape) != (routes, length):
         raise ValueError(f'scan_merge: ys has {routes} routes of length {length} but the '
                          f'index is {tuple(index.shape)}')
-    exporting = torch.onnx.is_in_onnx_export()  # traced sizes: no int(), one path for all
+    if torch.onnx.is_in_onnx_export():  # traced sizes; index_add_'s ONNX lowering
+        # does not accumulate repeated pixels, the export merge does
+        return scan_merge_export(ys, index, size, getattr(index, 'export_segments', None))
     pixels = 1
     for s in size:
-        pixels = pixels * (s if exporting else int(s))
+        pixels = pixels * int(s)
     src = ys.transpose(1, 2).reshape(batch, channels, routes * length)
     flat_index = index.reshape(-1)
-    if exporting:
-        # ScatterElements(reduction='add'): correct for routes that visit a pixel more
-        # than once (index_add_'s ONNX lowering is not). Padding steps land in pixel P.
-        flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
-                                 flat_index)
-        index3 = flat_index.reshape(1, 1, -1).expand(batch, channels, -1)
-        out = ys.new_zeros(batch, channels, pixels + 1).scatter_add(2, index3, src)
-        out = out[:, :, :pixels]
-    elif _has_padding(index, pixels):
+    if _has_padding(index, pixels):
         flat_index = torch.where(flat_index < 0, torch.full_like(flat_index, pixels),
                                  flat_index)
         out = ys.new_zeros(batch, channels, pixels + 1).index_add(2, flat_index, src)

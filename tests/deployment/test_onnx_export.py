@@ -40,6 +40,9 @@ BACKBONES = {
                        with_cls_token=False),
     'vim_cls_token': lambda: Vim(arch=dict(embed_dims=16, depth=2), img_size=64,
                                  out_type='cls_token'),
+    'vim_rope': lambda: Vim(arch=dict(embed_dims=16, depth=2), img_size=64, out_indices=(1, ),
+                            with_cls_token=False, use_rope=True, rope_residual=True,
+                            feature_type='residual'),
 }
 
 
@@ -61,44 +64,109 @@ def _rel(a, b):
 
 
 # ------------------------------------------------------------------ the lowering itself
-@pytest.mark.parametrize('batch,dim,dstate,groups,length,gate', [
-    (2, 8, 1, 4, 37, False),  # VMamba-like: N = 1, one group per route
-    (1, 6, 16, 1, 197, True),  # Vim-like: N = 16, gate
-    (1, 4, 2, 2, 1, False),  # a single step
-    (1, 4, 3, 1, 4099, False),  # several super-chunks: the doubling scan carries
+@pytest.mark.parametrize('batch,dim,dstate,groups,length,gate,softplus', [
+    (2, 8, 1, 4, 37, False, True),  # VMamba-like: N = 1, one group per route, padded
+    (1, 6, 16, 1, 197, True, True),  # Vim-like: N = 16, gate
+    (1, 4, 2, 2, 1, False, True),  # a single step
+    (1, 4, 2, 2, 64, False, False),  # no softplus, no padding
+    (1, 4, 3, 1, 4099, False, True),  # many chunks: level 2 and the doubling carry
 ])
-def test_scan_lowering_matches_reference(batch, dim, dstate, groups, length, gate):
+def test_scan_lowering_matches_reference(batch, dim, dstate, groups, length, gate, softplus):
     args = _scan_inputs(batch, dim, dstate, groups, length, gate)
+    if not softplus:
+        args['delta'], args['delta_bias'] = args['delta'].abs(), args['delta_bias'].abs()
     ref, ref_state = selective_scan(
         **{k: v.double() if v is not None else None for k, v in args.items()},
-        delta_softplus=True, return_last_state=True, backend='torch')
+        delta_softplus=softplus, return_last_state=True, backend='torch')
     out, state = scan_lowering.selective_scan_export(
-        **args, delta_softplus=True, return_last_state=True)
+        **args, delta_softplus=softplus, return_last_state=True)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert _rel(out, ref) < 1e-6
     assert _rel(state, ref_state) < 1e-6
+    # float64 input accumulates in float64
+    out64 = scan_lowering.selective_scan_export(
+        **{k: v.double() if v is not None else None for k, v in args.items()},
+        delta_softplus=softplus)
+    assert out64.dtype == torch.float64 and _rel(out64, ref) < 1e-12
 
 
-def test_scan_lowering_small_chunks_and_capacity():
-    g = torch.Generator().manual_seed(0)
-    log_a = -torch.rand(3000, 5, generator=g)
-    b = torch.randn(3000, 5, generator=g)
-    h, states = torch.zeros(5), []
-    for la_t, b_t in zip(log_a, b):
-        h = la_t.exp() * h + b_t
-        states.append(h)
-    expected = torch.stack(states)
-    got = scan_lowering.linear_recurrence(log_a, b, chunk=2, carry_steps=10)  # 4096 >= 3000
-    assert _rel(got, expected) < 1e-5
-    # Beyond chunk**2 * 2**carry_steps the result is NaN, never silently wrong.
-    assert torch.isnan(scan_lowering.linear_recurrence(log_a, b, chunk=2, carry_steps=9)).all()
+def test_softplus_matches_torch():
+    x = torch.cat([torch.linspace(-120, 120, 2001), torch.tensor([0.0, 19.99, 20.0, 20.01])])
+    expected = F.softplus(x.double())
+    # float64: exact up to torch's threshold rule (x itself above 20, off by < 2.1e-9)
+    assert torch.allclose(scan_lowering.softplus(x.double()), expected, rtol=1e-15, atol=2.1e-9)
+    got = scan_lowering.softplus(x).double()  # float32: rounding, plus < 6e-8 absolute
+    assert ((got - expected).abs() <= 6e-8 + 2.4e-7 * expected.abs()).all()  # where 1 + e rounds
+    assert torch.equal(scan_lowering.softplus(torch.tensor([float('-inf')])), torch.zeros(1))
+
+
+def test_steps_layout_roundtrip():
+    x = torch.arange(2 * 3 * 37, dtype=torch.float32).reshape(2, 3, 37)
+    steps = scan_lowering.to_steps(x, 16, fill=-1.0)  # (16, 2, 3, 3)
+    assert steps.shape == (16, 2, 3, 3)
+    assert steps[5, 1, 2, 1] == x[1, 2, 16 + 5] and steps[15, 0, 0, 2] == -1.0
+    assert torch.equal(scan_lowering.from_steps(steps, 37), x)
+
+
+def _sequential_entering(a, b):
+    h, entering = torch.zeros_like(b[..., 0]), []
+    for k in range(b.shape[-1]):
+        entering.append(h)
+        h = a[..., k] * h + b[..., k]
+    return torch.stack(entering, -1)
+
+
+@pytest.mark.parametrize('length', [1, 5, 16, 17, 300])
+def test_exclusive_recurrence(length):
+    g = torch.Generator().manual_seed(length)
+    a = torch.rand(3, 2, length, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 2, length, generator=g, dtype=torch.float64)
+    got = scan_lowering.exclusive_recurrence(a, b, chunk=4, steps=7)  # 4 * 2**7 >= 300
+    assert torch.allclose(got, _sequential_entering(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_exclusive_recurrence_capacity_gives_nan():
+    a, b = torch.rand(2, 300), torch.randn(2, 300)
+    # Beyond chunk * 2**steps the result is NaN, never silently wrong.
+    assert torch.isnan(scan_lowering.exclusive_recurrence(a, b, chunk=4, steps=6)).all()
+    assert not torch.isnan(scan_lowering.exclusive_recurrence(a, b, chunk=4, steps=7)).any()
+    assert scan_lowering.MAX_LENGTH == 2**20
+
+
+def test_scan_graph_keeps_step_splits_on_the_leading_axis(tmp_path):
+    """ONNX Runtime's transpose optimizer must not turn the step Splits of the scan into
+    element-wise last-axis Splits (the order of operations after each transpose
+    prevents it, see scan_lowering): dt, drive, B and C split on axis 0."""
+    import onnx
+    import onnxruntime as ort
+
+    class Scan(nn.Module):
+        def forward(self, u, delta, B, C):
+            return scan_lowering.selective_scan_export(
+                u, delta, -torch.ones(8, 1), B, C, torch.ones(8), None, torch.zeros(8), True)
+
+    acts = (torch.randn(1, 8, 64), torch.randn(1, 8, 64), torch.randn(1, 4, 1, 64),
+            torch.randn(1, 4, 1, 64))
+    path, optimized = str(tmp_path / 'scan.onnx'), str(tmp_path / 'scan.opt.onnx')
+    with torch.no_grad():
+        torch.onnx.export(Scan(), acts, path, dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = optimized
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    axes = [onnx.helper.get_attribute_value(a) for n in onnx.load(optimized).graph.node
+            if n.op_type == 'Split' and len(n.output) == scan_lowering.CHUNK
+            for a in n.attribute if a.name == 'axis']
+    # level 1 splits (chunk, batch, G, D/G, N, n) tensors: axis 5 would be the pushed one
+    assert axes.count(0) >= 4 and 5 not in axes, axes
 
 
 @pytest.mark.parametrize('kind', ['row', 'cross', 'bidirectional', 'atrous', 'multiscale_low'])
 @pytest.mark.parametrize('size', [(5, 7), (6, 4), (1, 3)])
 def test_export_index_maps_and_merge(kind, size, monkeypatch):
     """The maps built from tensor ops (what an exported graph computes) equal the cached
-    ones, and the export merge (scatter-add) equals the eager one."""
+    ones; the export gather and both export merges (inverse-map Gather, and the
+    ScatterElements for an index of unknown structure) equal the eager ones."""
     h, w = size
     eager_index = sp._cpu_index(kind, h, w)
     x = torch.randn(2, 3, h, w)
@@ -108,8 +176,20 @@ def test_export_index_maps_and_merge(kind, size, monkeypatch):
     monkeypatch.setattr(torch.onnx, 'is_in_onnx_export', lambda: True)
     index = sp._index(kind, h, w, 'cpu')
     assert torch.equal(index, eager_index)
+    assert index.export_segments == (3 if kind == 'multiscale_low' else 1)
     assert torch.equal(sp.scan_gather(x, index), eager_gather)
     assert torch.allclose(sp.scan_merge(ys, index, (h, w)), eager_merge, atol=1e-6)
+    plain = index.clone()  # no structure known: the ScatterElements merge
+    assert not hasattr(plain, 'export_segments')
+    assert torch.allclose(sp.scan_merge(ys, plain, (h, w)), eager_merge, atol=1e-6)
+
+
+def test_export_merge_accumulates_repeated_pixels(monkeypatch):
+    index = torch.tensor([[0, 1, 1, -1, 3], [3, 2, 0, 0, 1]])  # repeats within routes
+    ys = torch.randn(2, 2, 3, 5)
+    eager = sp.scan_merge(ys, index, (2, 2))
+    monkeypatch.setattr(torch.onnx, 'is_in_onnx_export', lambda: True)
+    assert torch.allclose(sp.scan_merge(ys, index, (2, 2)), eager, atol=1e-6)
 
 
 # ------------------------------------------------------------------ backbones in ORT
@@ -160,6 +240,49 @@ def test_adaptive_pool_is_exact_at_any_size(tmp_path):
     from torch.onnx._internal.torchscript_exporter import registration
     group = registration.registry.get_function_group('aten::adaptive_avg_pool2d')
     assert not group._functions.overridden(17)
+
+
+class _Einsum(nn.Module):
+    """``einsum(equation, x[0, 0] or x, weight)`` on the exported 4-D input."""
+
+    def __init__(self, equation, weight_shape):
+        super().__init__()
+        self.equation = equation
+        self.weight = nn.Parameter(torch.randn(weight_shape))
+        self.first_rank = len(equation.split(',')[0])
+
+    def forward(self, x):
+        a = x if self.first_rank == 4 else x[0, 0] if self.first_rank == 2 else x[0]
+        return torch.einsum(self.equation, a, self.weight)
+
+
+@pytest.mark.parametrize('equation,weight,matmul', [
+    ('bkel,kce->bkcl', (3, 4, 5), True),  # SS2D / Vim projections
+    ('kel,kce->kcl', (3, 4, 5), True),
+    ('ij,kj->ik', (4, 6), True),  # right operand transposed
+    ('ji,jk->ik', (5, 4), True),  # left operand transposed
+    ('ij,ik->jk', (5, 4), True),
+    ('ij,ij->i', (5, 6), False),  # not one matrix product: stays Einsum
+])
+def test_einsum_export(equation, weight, matmul, tmp_path):
+    import onnx
+    from mmssm.deployment.symbolics import matmul_plan
+    assert (matmul_plan(equation) is not None) == matmul
+    model = _Einsum(equation, weight)
+    path = str(tmp_path / 'einsum.onnx')
+    export_onnx(model, torch.randn(2, 3, 5, 6), path, dynamic=True)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ('Einsum' not in ops and 'MatMul' in ops) if matmul else 'Einsum' in ops
+    sizes = [(2, 3, 5, 6), (1, 3, 5, 9)] if equation.endswith('l') else [(2, 3, 5, 6)]
+    rows = verify_onnx(model, path, [torch.randn(*s) for s in sizes])
+    assert all(r['max_rel'] < 1e-5 for r in rows), rows
+
+
+def test_matmul_plan_rejects():
+    from mmssm.deployment.symbolics import matmul_plan
+    for equation in ['ii,ij->ij', 'ij,jk', '...ij,jk->...ik', 'ijk,jkl->il', 'ij,jk,kl->il',
+                     'bij,jk->ibk', 'ij,jk->ij']:
+        assert matmul_plan(equation) is None, equation
 
 
 def test_flatten_roundtrip_and_names():

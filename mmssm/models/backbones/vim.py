@@ -147,7 +147,10 @@ def rope_tables(embed_dims: int, grid: Grid, pretrain_grid: int = 14,
     angles = []
     for length in grid:
         positions = torch.arange(length, device='cpu') / length * pretrain_grid
-        angles.append((positions[:, None] * freqs[None, :]).repeat_interleave(2, dim=-1))
+        angle = positions[:, None] * freqs[None, :]
+        # each frequency twice, (a, a, b, b, ...): repeat_interleave's ONNX export loses
+        # the repeat at traced sizes
+        angles.append(torch.stack([angle, angle], dim=-1).flatten(-2))
     rows, cols = grid
     table = torch.cat([angles[0][:, None, :].expand(rows, cols, half),
                        angles[1][None, :, :].expand(rows, cols, half)], dim=-1)
@@ -157,8 +160,9 @@ def rope_tables(embed_dims: int, grid: Grid, pretrain_grid: int = 14,
 
 def rotate_pairs(x: Tensor) -> Tensor:
     """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) along the last axis."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+    # (strided slices, not unflatten(-1, (-1, 2)): an ONNX export traces that into a
+    # Reshape that ONNX Runtime rejects)
+    return torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
 
 
 class VisionRope(nn.Module):

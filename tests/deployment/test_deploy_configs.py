@@ -1,0 +1,140 @@
+"""Every config in configs/ exports and its file runs in ONNX Runtime with the PyTorch
+numbers, and an mmpretrain classifier on an mmssm backbone does too.
+
+Cost control: the models keep the configs' widths, heads and every structural option but
+one block per stage (Vim: one layer per output) and run at a small input, so one test
+checks what a config exports without the full depth's tracing time. The CI tier takes
+one config per (task, head) kind, every family among them (~3.5 min on the loaded 2-core
+machine). The sweep over every config, each distinct model once (the ``3x_ms`` configs
+share the ``1x`` models), is ~25 s a model, too long for ``make test``: it runs with
+``MMSSM_DEPLOY_ALL_CONFIGS=1 pytest tests/deployment/test_deploy_configs.py``.
+"""
+import functools
+import inspect
+import json
+import os
+import os.path as osp
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip('onnxruntime')
+
+from mmssm import families  # noqa: E402
+from mmssm.deployment import export_onnx, read_metadata, verify_onnx  # noqa: E402
+from mmssm.deployment.tasks import build_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(p for p in (ROOT / 'configs').glob('*.py'))
+TOL = 1e-4
+
+# One config per task and head kind (the fast tier).
+KINDS = [
+    'upernet_msvmamba_n_160k_ade20k',  # UPerHead + FCN auxiliary, whole segmentor
+    'fpn_efficientvmamba_t_80k_ade20k',  # Semantic FPN
+    'deeplabv3_mobilemamba_b4_80k_ade20k',  # ASPP
+    'pspnet_mobilemamba_b4_80k_ade20k',  # pyramid pooling (adaptive pool symbolic)
+    'retinanet_vim_ti_1x',  # single stage, Vim + SimpleFPN adapter
+    'ssdlite_mobilemamba_b1_320_coco',  # SSDLite head
+    'mask_rcnn_vmamba_v0_t_1x',  # two stage: backbone + neck
+    'cascade_mask_rcnn_vim_ti_100ep_lsj',  # cascade, Vim (RoPE, residual features)
+]
+
+
+def shallow_backbone(backbone: dict) -> dict:
+    """The config's backbone with one block per stage (Vim: one layer per output, the
+    outputs renumbered), every other setting kept."""
+    backbone = dict(backbone)
+    family = families.find(backbone['type'])
+    cls = family.backbone_class()
+    arch = backbone.get('arch', inspect.signature(cls).parameters['arch'].default)
+    arch = dict(cls.arch_settings[arch]) if isinstance(arch, str) else dict(arch)
+    if 'depths' in arch:
+        arch['depths'] = [1] * len(arch['depths'])
+    else:  # Vim: a flat stack of layers, outputs by layer index
+        out = backbone.get('out_indices', -1)
+        count = len(out) if isinstance(out, (list, tuple)) else 1
+        arch['depth'] = count
+        backbone['out_indices'] = tuple(range(count))
+    backbone['arch'] = arch
+    backbone.pop('init_cfg', None)
+    backbone['_delete_'] = True
+    return backbone
+
+
+@functools.lru_cache(maxsize=None)
+def shallow_config(name: str, folder: str) -> str:
+    """A config file inheriting ``configs/<name>.py`` with the shallow backbone."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs' / f'{name}.py'))
+    backbone = shallow_backbone(cfg.model.backbone.to_dict())
+    path = osp.join(folder, f'{name}_shallow.py')
+    with open(path, 'w') as f:
+        f.write(f"_base_ = [{str(ROOT / 'configs' / f'{name}.py')!r}]\n"
+                f'model = dict(backbone={backbone!r})\n')
+    return path
+
+
+def input_size(cfg) -> tuple:
+    """Small, but valid for every head: SSD's extra layers need its 320 input; Vim's
+    16-pixel patches with a 4x-down adapter level and FPN levels need 64."""
+    if 'ssd' in str(cfg.model.get('bbox_head', {}).get('type', '')).lower():
+        return (320, 320)
+    return (64, 96)
+
+
+def model_signature(path: Path) -> str:
+    """The model a config builds (schedules and pipelines left out)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(path))
+    model = cfg.model.to_dict()
+    model['backbone'] = shallow_backbone(model['backbone'])
+    return json.dumps(model, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=None)
+def representatives() -> dict:
+    """config name -> the first config (by name) that builds the same model."""
+    first, result = {}, {}
+    for path in CONFIGS:
+        result[path.stem] = first.setdefault(model_signature(path), path.stem)
+    return result
+
+
+def check_config(name: str, folder) -> None:
+    config = shallow_config(name, str(folder))
+    model, cfg, _ = build_model(config)
+    size = input_size(cfg)
+    path = str(folder / f'{name}.onnx')
+    info = export_onnx(model, torch.randn(1, 3, *size), path)
+    assert read_metadata(path)['part'] == info['part']
+    rows = verify_onnx(model, path, [torch.randn(1, 3, *size)])
+    bad = [r for r in rows if not r['ok']]
+    assert rows and not bad, bad
+
+
+def test_kinds_cover_every_task_and_head():
+    heads = set()
+    for name in KINDS:
+        assert (ROOT / 'configs' / f'{name}.py').is_file(), name
+        heads.add(name.split('_')[0])
+    assert heads == {p.stem.split('_')[0] for p in CONFIGS}
+
+
+@pytest.mark.parametrize('name', KINDS)
+def test_config_kind_exports(name, tmp_path):
+    check_config(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get('MMSSM_DEPLOY_ALL_CONFIGS'),
+                    reason='the sweep over every config: set MMSSM_DEPLOY_ALL_CONFIGS=1')
+@pytest.mark.parametrize('name', [p.stem for p in CONFIGS])
+def test_every_config_exports(name, tmp_path):
+    if name in KINDS:
+        pytest.skip('checked by test_config_kind_exports')
+    same = representatives()[name]
+    if same != name:
+        pytest.skip(f'builds the same model as {same}')
+    check_config(name, tmp_path)
