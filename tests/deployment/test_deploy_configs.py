@@ -39,6 +39,7 @@ KINDS = [
     'ssdlite_mobilemamba_b1_320_coco',  # SSDLite head
     'mask_rcnn_vmamba_v0_t_1x',  # two stage: backbone + neck
     'cascade_mask_rcnn_vim_ti_100ep_lsj',  # cascade, Vim (RoPE, residual features)
+    'cls_vmamba_t_in1k',  # mmpretrain ImageClassifier: image in, logits out
 ]
 
 
