@@ -10,19 +10,13 @@ _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/models/vim_ti_vitdet.py',
 ]
 custom_imports = dict(imports=['mmssm'], allow_failed_imports=False)
-
-# Released ImageNet-1K checkpoint (middle class token, no rope). The official
-# detection runs used unreleased files (Ti: a v1 rope / no-cls-token checkpoint);
-# mmssm drops the class token's position entry and resizes the grid to 64x64 on load.
-pretrained = 'https://huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/vim_t_midclstok_76p1acc.pth'  # noqa: E501
 
 image_size = (1024, 1024)
 # channel LayerNorm for the head convs (detectron2 "LN"), mmpretrain's LN2d
 head_norm = dict(type='mmpretrain.LN2d', eps=1e-6, requires_grad=True)
-# position embedding grid 64x64 (ViTDet input); other sizes interpolate
-# last_layer_process='add': last residual stream, no final norm
 model = dict(
     data_preprocessor=dict(
         type='DetDataPreprocessor',
@@ -32,24 +26,8 @@ model = dict(
         pad_mask=True,
         pad_size_divisor=32,
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    backbone=dict(_delete_=True, type='mmssm.Vim', arch='tiny', img_size=1024,
-                  out_indices=(23, ), with_cls_token=False, feature_type='residual',
-                  last_feature='residual', use_rope=True, rope_residual=True,
-                  rope_pretrain_grid=14, residual_in_fp32=True, divide_out=True,
-                  drop_path_rate=0.1,
-                  # ImageNet checkpoint: classifier and class token not used, pos_embed resized
-                  # to this input grid, rope tables computed for it
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_unexpected=['cls_token'], allow_resized=['pos_embed'],
-                                allow_missing=['rope.*'])),
-    neck=dict(
-        _delete_=True,
-        type='mmssm.SimpleFPN',
-        in_channels=192,
-        out_channels=256,
-        scale_factors=(4.0, 2.0, 1.0, 0.5),
-        num_outs=5,  # P2-P5 + LastLevelMaxPool P6
-        norm_cfg=dict(type='LN')),
+    backbone=dict(_base_.pop('backbone'), _delete_=True),
+    neck=dict(_base_.pop('neck'), _delete_=True),  # P2-P5 + LastLevelMaxPool P6
     rpn_head=dict(num_convs=2),
     roi_head=dict(
         # the three cascade stages differ only in the box coder's target stds

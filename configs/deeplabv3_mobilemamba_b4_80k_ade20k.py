@@ -7,17 +7,11 @@ _base_ = [
     './_base_/ade20k_512x512.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
+    './_base_/models/mobilemamba_b4.py',
 ]
 custom_imports = dict(imports=['mmssm'], allow_failed_imports=False)
 
-# Official ImageNet-1K checkpoint (README Google Drive, non-distilled), converted on the
-# fly by mmssm's MobileMamba converter.
-pretrained = 'mobilemamba_b4.pth'
-
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-# MobileMamba-B4: embed dims 200/376/448, depths 2-3-2 (stride 16/32/64)
-# stem (0, C1 @ 16), blocks1 (1, C1 @ 16), blocks2 (2, C2 @ 32), blocks3 (3, C3 @ 64)
-# the B-architecture value used by every official downstream config
 model = dict(
     data_preprocessor=dict(
         type='SegDataPreProcessor',
@@ -28,10 +22,7 @@ model = dict(
         seg_pad_val=255,
         size={{_base_.crop_size}}),
     pretrained=None,  # the base's ResNet URL; weights come from backbone.init_cfg
-    backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
-                  frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
-                  # ImageNet checkpoint: its classifier is not used
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, norm_eval=False),
     decode_head=dict(
         type='ASPPHead',
         in_channels=448,

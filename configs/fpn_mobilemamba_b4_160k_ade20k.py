@@ -2,20 +2,10 @@
 # Paper result: reported -- mIoU 42.5 (aAcc 79.9, mAcc 53.7; README: 19.8M params, 5.6G FLOPs).
 # Official config: lewandofskee/MobileMamba downstream/seg/configs/sem_fpn/fpn_mobilemamba_b4-160k_ade20k-512x512.py
 # Official segmentor checkpoint: weights/downstream/seg/fpn.pth (README Google Drive).
-_base_ = './_base_/fpn_pvt_80k_ade20k.py'
+_base_ = ['./_base_/fpn_pvt_80k_ade20k.py', './_base_/models/mobilemamba_b4.py']
 
-# Official ImageNet-1K checkpoint (README Google Drive, non-distilled), converted on the
-# fly by mmssm's MobileMamba converter.
-pretrained = 'mobilemamba_b4.pth'
-
-# MobileMamba-B4: embed dims 200/376/448, depths 2-3-2 (stride 16/32/64)
-# stem (0, C1 @ 16), blocks1 (1, C1 @ 16), blocks2 (2, C2 @ 32), blocks3 (3, C3 @ 64)
-# the B-architecture value used by every official downstream config
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b4', out_indices=(1, 2, 3),
-                  frozen_stages=-1, norm_eval=False, drop_path_rate=0.03,
-                  # ImageNet checkpoint: its classifier is not used
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, norm_eval=False),
     neck=dict(in_channels=[200, 376, 448], num_outs=3),
     decode_head=dict(in_channels=[256, 256, 256], in_index=[0, 1, 2],
                      feature_strides=[16, 32, 64]))

@@ -8,22 +8,12 @@
 #   the FPN in_channels are its stage widths [48, 96, 192, 384] (the official T config inherits
 #   [96, 192, 384, 768], an FPN shape error).
 # Official detector checkpoints: not released.
-_base_ = './_base_/mask_rcnn_swin_3x_ms_coco.py'
+_base_ = ['./_base_/mask_rcnn_swin_3x_ms_coco.py', './_base_/models/efficientvmamba_t.py']
 
-# Official ImageNet-1K release (Hugging Face TerryPei/EfficientVMamba-*), loaded
-# through mmssm's EfficientVMamba converter.
-pretrained = 'https://huggingface.co/TerryPei/EfficientVMamba-Tiny/resolve/main/efficient_vmamba_tiny.ckpt'  # noqa: E501
-
-# the released checkpoint (dims 48, depths 2-2-4-2); the official config
-# writes depths 2-2-9-2, which loads the checkpoint only partially.
 # 0.2: the paper's detection drop path (T/S/B); the official configs get it from
 # the Swin-T base config their backbone dict is merged into.
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.EfficientVMamba', arch='tiny',
-                  out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
-                  # ImageNet checkpoint: its classifier is not used, the output norms are new
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_missing=['outnorm*'])),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, drop_path_rate=0.2),
     neck=dict(in_channels=[48, 96, 192, 384]))
 # AMP as in the official configs (AmpOptimWrapper).
 optim_wrapper = dict(type='AmpOptimWrapper')

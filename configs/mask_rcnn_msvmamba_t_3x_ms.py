@@ -9,18 +9,10 @@
 # Batch: the official setup trains 4 images/GPU x 8 GPUs = 32 (the repository's modified
 #   coco_instance.py) while each config keeps "batch_size=2  # as gpus=8" and lr 1e-4 of
 #   the Swin recipe; we use the intended 2 x 8 = 16.
-_base_ = './_base_/mask_rcnn_swin_3x_ms_coco.py'
-
-# Official ImageNet-1K checkpoint (README Google Drive 'log&ckpt' folder; the name
-# the official configs use). Converted on the fly by mmssm's MSVMamba converter.
-pretrained = 'vssm_tiny_ms_e300.pth'
+_base_ = ['./_base_/mask_rcnn_swin_3x_ms_coco.py', './_base_/models/msvmamba_t.py']
 
 # 0.2: what every official MSVMamba detection config really trains with (not set
 # by them; inherited from the Swin-T base config their backbone dict is merged into).
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.MSVMamba', arch='tiny', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.2,
-                  # ImageNet checkpoint: its classifier is not used, the output norms are new
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_missing=['outnorm*'])),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, drop_path_rate=0.2),
     neck=dict(in_channels=[96, 192, 384, 768]))

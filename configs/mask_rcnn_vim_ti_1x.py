@@ -2,31 +2,8 @@
 # Paper result: NOT REPORTED by the paper (Vim reports ViTDet Cascade Mask R-CNN only).
 # Recipe of the nearest sibling: VMamba's Mask R-CNN 1x (Swin recipe); backbone and
 # neck as Vim's own COCO setup (one stride-16 map -> mmssm.SimpleFPN).
-_base_ = './_base_/mask_rcnn_swin_1x_coco.py'
+_base_ = ['./_base_/mask_rcnn_swin_1x_coco.py', './_base_/models/vim_ti_vitdet.py']
 
-# Released ImageNet-1K checkpoint (middle class token, no rope). The official
-# detection runs used unreleased files (Ti: a v1 rope / no-cls-token checkpoint);
-# mmssm drops the class token's position entry and resizes the grid to 64x64 on load.
-pretrained = 'https://huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/vim_t_midclstok_76p1acc.pth'  # noqa: E501
-
-# position embedding grid 64x64 (ViTDet input); other sizes interpolate
-# last_layer_process='add': last residual stream, no final norm
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.Vim', arch='tiny', img_size=1024,
-                  out_indices=(23, ), with_cls_token=False, feature_type='residual',
-                  last_feature='residual', use_rope=True, rope_residual=True,
-                  rope_pretrain_grid=14, residual_in_fp32=True, divide_out=True,
-                  drop_path_rate=0.1,
-                  # ImageNet checkpoint: classifier and class token not used, pos_embed resized
-                  # to this input grid, rope tables computed for it
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_unexpected=['cls_token'], allow_resized=['pos_embed'],
-                                allow_missing=['rope.*'])),
-    neck=dict(
-        _delete_=True,
-        type='mmssm.SimpleFPN',
-        in_channels=192,
-        out_channels=256,
-        scale_factors=(4.0, 2.0, 1.0, 0.5),
-        num_outs=5,
-        norm_cfg=dict(type='LN')))
+    backbone=dict(_base_.pop('backbone'), _delete_=True),
+    neck=dict(_base_.pop('neck'), _delete_=True))

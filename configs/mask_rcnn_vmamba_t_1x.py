@@ -5,18 +5,10 @@
 # Official config: MzeroMiko/VMamba detection/configs/vssm1/mask_rcnn_vssm_fpn_coco_tiny.py
 #   (inherits mmdet's swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py).
 # Official detector checkpoint: mask_rcnn_vssm_fpn_coco_tiny_s_epoch_12.pth (GitHub release #v2det).
-_base_ = './_base_/mask_rcnn_swin_1x_coco.py'
+_base_ = ['./_base_/mask_rcnn_swin_1x_coco.py', './_base_/models/vmamba_t.py']
 
-# Official ImageNet-1K release (loaded through mmssm's VMamba converter).
-pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vssm1_tiny_0230s_ckpt_epoch_264.pth'  # noqa: E501
-
-# arch: VMamba-T[s1l8]: see VMamba.arch_settings
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.VMamba', arch='tiny_s1l8', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.2,
-                  # ImageNet checkpoint: its classifier is not used, the output norms are new
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_missing=['outnorm*'])),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, drop_path_rate=0.2),
     neck=dict(in_channels=[96, 192, 384, 768]))
 # Total batch: 16 = 2 images/GPU x 8 GPUs (modelcard.sh trains on 8 GPUs)
 

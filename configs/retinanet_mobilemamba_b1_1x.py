@@ -2,20 +2,10 @@
 # Paper result: reported -- box AP 39.6 (README: 27.1M params, 151G FLOPs; the log says APm 43.1).
 # Official config: lewandofskee/MobileMamba downstream/det/configs/retinanet/retinanet_mobilemamba_b1_fpn_1x_coco.py
 # Official detector checkpoint: weights/downstream/det/retinanet.pth (README Google Drive).
-_base_ = './_base_/retinanet_pvt_1x_coco.py'
+_base_ = ['./_base_/retinanet_pvt_1x_coco.py', './_base_/models/mobilemamba_b1.py']
 
-# Official ImageNet-1K checkpoint (README Google Drive, non-distilled), converted on the
-# fly by mmssm's MobileMamba converter.
-pretrained = 'mobilemamba_b1.pth'
-
-# MobileMamba-B1: embed dims 200/376/448, depths 2-3-2 (stride 16/32/64)
-# stem (0, C1 @ 16), blocks1 (1, C1 @ 16), blocks2 (2, C2 @ 32), blocks3 (3, C3 @ 64)
-# the B-architecture value used by every official downstream config
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.MobileMamba', arch='b1', out_indices=(1, 2, 3),
-                  frozen_stages=-1, norm_eval=True, drop_path_rate=0.03,
-                  # ImageNet checkpoint: its classifier is not used
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, norm_eval=True),
     neck=dict(
         _delete_=True,
         type='mmssm.EfficientViTFPN',

@@ -7,12 +7,9 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/models/mobilemamba_b1.py',
 ]
 custom_imports = dict(imports=['mmssm'], allow_failed_imports=False)
-
-# Official ImageNet-1K checkpoint (README Google Drive, non-distilled), converted on the
-# fly by mmssm's MobileMamba converter.
-pretrained = 'mobilemamba_b1.pth'
 
 input_size = 320
 data_preprocessor = dict(
@@ -25,10 +22,7 @@ data_preprocessor = dict(
 model = dict(
     type='SingleStageDetector',
     data_preprocessor=data_preprocessor,
-    backbone=dict(type='mmssm.MobileMamba', arch='b1', out_indices=(1, 2), frozen_stages=-1,
-                  norm_eval=True, drop_path_rate=0.03,
-                  # ImageNet checkpoint: its classifier is not used
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True)),
+    backbone=dict(_base_.pop('backbone'), out_indices=(1, 2), norm_eval=True),
     neck=dict(
         type='SSDNeck',
         in_channels=(200, 376),

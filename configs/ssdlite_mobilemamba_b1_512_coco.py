@@ -7,27 +7,11 @@
 _base_ = './ssdlite_mobilemamba_b1_320_coco.py'
 
 input_size = 512
-backend_args = None
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Expand', mean={{_base_.data_preprocessor.mean}},
-         to_rgb={{_base_.data_preprocessor.bgr_to_rgb}},
-         ratio_range=(1, 4)),
-    dict(type='MinIoURandomCrop', min_ious=(0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size=0.3),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion', brightness_delta=32, contrast_range=(0.5, 1.5),
-         saturation_range=(0.5, 1.5), hue_delta=18),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# the inherited pipelines at 512x512
+train_pipeline = _base_.train_pipeline
+train_pipeline[4].scale = (input_size, input_size)  # Resize
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale = (input_size, input_size)  # Resize
 train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline)))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

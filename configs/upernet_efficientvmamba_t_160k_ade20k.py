@@ -2,20 +2,10 @@
 # Paper result: reported -- mIoU SS 38.9, MS 39.3 (paper Table 4: 14M params, 230G FLOPs).
 # Official config: none (never committed); the paper says "aligned with VMamba": the
 #   Swin UperNet recipe (AdamW 6e-5, 160k iterations, batch 16, 512x512).
-_base_ = './_base_/upernet_swin_160k_ade20k.py'
+_base_ = ['./_base_/upernet_swin_160k_ade20k.py', './_base_/models/efficientvmamba_t.py']
 
-# Official ImageNet-1K release (Hugging Face TerryPei/EfficientVMamba-*), loaded
-# through mmssm's EfficientVMamba converter.
-pretrained = 'https://huggingface.co/TerryPei/EfficientVMamba-Tiny/resolve/main/efficient_vmamba_tiny.ckpt'  # noqa: E501
-
-# the released checkpoint (dims 48, depths 2-2-4-2); the official config
-# writes depths 2-2-9-2, which loads the checkpoint only partially.
 # 0.2: the paper gives no segmentation drop path; its detection value.
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.EfficientVMamba', arch='tiny',
-                  out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
-                  # ImageNet checkpoint: its classifier is not used, the output norms are new
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_missing=['outnorm*'])),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, drop_path_rate=0.2),
     decode_head=dict(in_channels=[48, 96, 192, 384], channels=256),
     auxiliary_head=dict(in_channels=192))

@@ -4,20 +4,12 @@
 # Official config: MzeroMiko/VMamba segmentation/configs/vssm/upernet_vssm_4xb4-160k_ade20k-512x512_tiny.py
 #   (inherits mmseg's swin/swin-*-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py).
 # Official segmentor checkpoint: vssmtiny_upernet_4xb4-160k_ade20k-512x512_iter_160000.pth (GitHub release #v0seg).
-_base_ = './_base_/upernet_swin_160k_ade20k.py'
+_base_ = ['./_base_/upernet_swin_160k_ade20k.py', './_base_/models/vmamba_v0_t.py']
 
-# Official ImageNet-1K release (loaded through mmssm's VMamba converter).
-pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v0cls/vssmtiny_dp01_ckpt_epoch_292.pth'  # noqa: E501
-
-# Vanilla-VMamba-T (v0): see VMamba.arch_settings
 # 0.3: what the official v0 segmentation configs really train with (not
 # set by them; inherited from the Swin-T UperNet base config).
 model = dict(
-    backbone=dict(_delete_=True, type='mmssm.VMamba', arch='v0_tiny', out_indices=(0, 1, 2, 3),
-                  drop_path_rate=0.3,
-                  # ImageNet checkpoint: its classifier is not used, the output norms are new
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, drop_classifier=True,
-                                allow_missing=['outnorm*'])),
+    backbone=dict(_base_.pop('backbone'), _delete_=True, drop_path_rate=0.3),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 

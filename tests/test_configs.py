@@ -175,12 +175,15 @@ def test_zoo_config_states_recipe(path):
     assert NAME_RE.match(path.stem), f'{rel}: name does not follow the model-zoo scheme'
     cfg = load_config(path)
 
-    # bases: a sibling / a shared recipe of configs/_base_ (local files), or the installed
-    # OpenMMLab packages
+    # bases: a sibling / a shared recipe of configs/_base_ / a family's backbone of
+    # configs/_base_/models (local files), or the installed OpenMMLab packages
     bases = ast.literal_eval(top_level_names(text)['_base_'])
     bases = [bases] if isinstance(bases, str) else bases
     assert bases and all(b.startswith(('mmdet::', 'mmseg::', './')) for b in bases), bases
-    assert all(p.parent in (CONFIG_DIR, CONFIG_DIR / '_base_') for p in local_bases(path))
+    local_dirs = (CONFIG_DIR, CONFIG_DIR / '_base_', CONFIG_DIR / '_base_' / 'models')
+    assert all(p.parent in local_dirs for p in local_bases(path))
+    # the backbone bases' helper variables are taken (_base_.pop), never left behind
+    assert not {'backbone', 'neck'} & set(cfg), f'{rel}: backbone base helper left over'
     assert cfg.custom_imports == dict(imports=['mmssm'], allow_failed_imports=False)
     assert RESULT_RE.search(text), f'{rel}: header must say whether the paper reports it'
 

@@ -27,25 +27,10 @@ model = dict(
     bbox_head=dict(in_channels=neck_channels, num_classes=len(classes)),
     test_cfg=dict(nms_pre=300, max_per_img=20))
 
-backend_args = None
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Expand', mean=[123.675, 116.28, 103.53], to_rgb=True, ratio_range=(1, 2)),
-    dict(type='MinIoURandomCrop', min_ious=(0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size=0.3),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion', brightness_delta=32, contrast_range=(0.5, 1.5),
-         saturation_range=(0.5, 1.5), hue_delta=18),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# the inherited pipelines; the small demo images are expanded at most 2x
+train_pipeline = _base_.train_pipeline
+train_pipeline[2].ratio_range = (1, 2)  # Expand
+test_pipeline = _base_.test_pipeline
 # The demo images instead of the zoo config's repeated COCO (2-core CPU: loading in the
 # main process is cheapest and deterministic).
 train_dataloader = dict(

@@ -24,21 +24,12 @@ model = dict(
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=len(classes),
                         norm_cfg=norm_cfg))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.9),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
+# the inherited ADE20K pipelines at the demo images' size
+train_pipeline = _base_.train_pipeline
+train_pipeline[2].update(scale=img_scale, ratio_range=(0.75, 1.5))  # RandomResize
+train_pipeline[3].update(crop_size=crop_size, cat_max_ratio=0.9)  # RandomCrop
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale = img_scale  # Resize
 dataset_common = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
                       img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=True)
 train_dataloader = dict(
