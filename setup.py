@@ -3,6 +3,10 @@
 Extensions:
     mmssm._C       C++17 CPU selective scan (SIMD kernels, torch's intra-op threads),
                    always built.
+    mmssm._ort_ops ONNX Runtime custom-operator library (csrc/onnxruntime + the CPU
+                   kernels; no torch, no Python symbols): runs the mmssm.SelectiveScan
+                   nodes of files exported with scan_op='custom'. Built except on Windows
+                   or with MMSSM_WITH_ORT=0.
     mmssm._C_cuda  CUDA selective scan (csrc/selective_scan/cuda/*.cu + cuda_bindings.cpp),
                    built only when torch has CUDA (torch.version.cuda) and nvcc is found.
                    Otherwise ONE line says why it was skipped; the 'cpu' and 'torch'
@@ -17,6 +21,7 @@ Environment:
                           (Volta to Hopper as SASS, + sm_90 PTX for newer GPUs; 7.0 is
                           left out with CUDA >= 13, which no longer supports it).
     MMSSM_WITH_CUDA=0     skip the CUDA extension even when it could be built.
+    MMSSM_WITH_ORT=0      skip the ONNX Runtime operator library.
     MAX_JOBS              parallel compile jobs (ninja).
 """
 import glob
@@ -26,7 +31,7 @@ import re
 import shutil
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = osp.dirname(osp.abspath(__file__))
@@ -121,6 +126,21 @@ def build_extensions():
             extra_link_args=ldflags,
         )
     ]
+
+    if sys.platform != 'win32' and os.environ.get('MMSSM_WITH_ORT', '').strip() != '0':
+        # Loaded by ONNX Runtime (register_custom_ops_library), not imported: no torch,
+        # no OpenMP (it runs on ONNX Runtime's pool); only RegisterCustomOps is exported
+        # (-fvisibility=hidden), so its kernels never bind to mmssm._C's in one process.
+        ort_flags = [f for f in cflags if f != '-fopenmp'] + ['-fvisibility=hidden']
+        ext_modules.append(
+            Extension(
+                name='mmssm._ort_ops',
+                sources=[osp.join('csrc', 'onnxruntime', 'scan_op.cpp')]
+                + relative_sources(osp.join(CSRC, 'cpu', '*.cpp')),
+                include_dirs=include_dirs,
+                extra_compile_args={'cxx': ort_flags},
+                language='c++',
+            ))
 
     reason = cuda_skip_reason(torch, cpp_extension)
     if reason is None:

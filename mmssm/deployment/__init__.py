@@ -11,10 +11,11 @@ from .onnx_export import (DEFAULT_OPSET, PARTS, ExportError, ExportPart, default
                           export_onnx, flatten_outputs, output_names, read_metadata,
                           unflatten_outputs)
 from .runtime import (DEFAULT_TOLERANCE, RUNTIMES, RuntimeSession, compare_outputs,
-                      format_rows, verify_onnx)
+                      custom_op_library, format_rows, verify_onnx)
 
 __all__ = [
     'DEFAULT_OPSET', 'DEFAULT_TOLERANCE', 'PARTS', 'RUNTIMES', 'ExportError', 'ExportPart',
-    'RuntimeSession', 'compare_outputs', 'default_part', 'export_onnx', 'flatten_outputs',
-    'format_rows', 'output_names', 'read_metadata', 'unflatten_outputs', 'verify_onnx'
+    'RuntimeSession', 'compare_outputs', 'custom_op_library', 'default_part',
+    'export_onnx', 'flatten_outputs', 'format_rows', 'output_names', 'read_metadata',
+    'unflatten_outputs', 'verify_onnx'
 ]

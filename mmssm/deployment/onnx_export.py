@@ -13,7 +13,9 @@ exporter (docs/deployment.md says why that one) and writes a file whose graph
 
 The selective scan and the scan-pattern gather/merge lower to standard ONNX operators
 (:mod:`mmssm.ops.scan_lowering`), so the file runs in any ONNX runtime without a custom
-operator library.
+operator library. Optionally (``scan_op='custom'``) each scan is instead one
+``mmssm.SelectiveScan`` node that ONNX Runtime runs with mmssm's C++ kernel
+(:func:`mmssm.deployment.custom_op_library`); such a file runs in ONNX Runtime only.
 """
 import json
 import os
@@ -25,6 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from mmssm.ops.scan_lowering import (CUSTOM_OP_DOMAIN, CUSTOM_OP_VERSION, SCAN_OP_FORMS,
+                                     export_scan_as)
 from .symbolics import export_symbolics
 
 Tensor = torch.Tensor
@@ -233,7 +237,8 @@ def export_onnx(model: nn.Module,
                 dynamic: bool = False,
                 opset: int = DEFAULT_OPSET,
                 part: Optional[str] = None,
-                metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                metadata: Optional[Dict[str, Any]] = None,
+                scan_op: str = 'standard') -> Dict[str, Any]:
     """Export ``model`` to an ONNX file.
 
     Args:
@@ -246,10 +251,14 @@ def export_onnx(model: nn.Module,
         part (str, optional): ``'tensor'``, ``'features'`` or ``'forward'``; default
             :func:`default_part`.
         metadata (dict, optional): extra entries for the file's metadata (JSON values).
+        scan_op (str): ``'standard'`` (default): the scans as standard ONNX operators,
+            for every runtime; ``'custom'``: each scan one ``mmssm.SelectiveScan`` node,
+            for ONNX Runtime with :func:`~mmssm.deployment.custom_op_library` (faster
+            on CPU, docs/deployment.md).
 
     Returns:
         dict: ``path``, ``part``, ``output_names``, ``structure`` (the nesting of the
-        outputs, see :func:`unflatten_outputs`), ``dynamic``, ``opset``.
+        outputs, see :func:`unflatten_outputs`), ``dynamic``, ``opset``, ``scan_op``.
 
     Raises:
         ExportError: naming the module that cannot be exported and why.
@@ -259,6 +268,9 @@ def export_onnx(model: nn.Module,
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f'export_onnx: inputs must be a (B, C, H, W) tensor, got {got}')
+    if scan_op not in SCAN_OP_FORMS:
+        raise ValueError(f'export_onnx: scan_op must be one of {SCAN_OP_FORMS}, '
+                         f'got {scan_op!r}')
     if inputs.dtype != torch.float32:
         raise ValueError(f'export_onnx: inputs must be float32 (the data preprocessor\'s '
                          f'output), got {inputs.dtype}')
@@ -280,7 +292,8 @@ def export_onnx(model: nn.Module,
 
     tracker = _ModuleTracker(wrapper)
     try:
-        with export_symbolics(opset), torch.no_grad(), warnings.catch_warnings():
+        with export_symbolics(opset), export_scan_as(scan_op), torch.no_grad(), \
+                warnings.catch_warnings():
             # The tracer warns about every Python int it sees; the graphs are checked
             # numerically at several sizes instead (verify_onnx).
             warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
@@ -289,7 +302,8 @@ def export_onnx(model: nn.Module,
             torch.onnx.export(wrapper, (inputs, ), path, dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME],
                               output_names=names, dynamic_axes=axes,
-                              do_constant_folding=True)
+                              do_constant_folding=True,
+                              custom_opsets={CUSTOM_OP_DOMAIN: CUSTOM_OP_VERSION})
     except Exception as err:  # noqa: BLE001 - re-raised naming the module
         where = tracker.stack[-1] if tracker.stack else _scope_of(err)
         op = re.search(r"operator '(aten::\w+)'", str(err))
@@ -303,7 +317,8 @@ def export_onnx(model: nn.Module,
 
     info = dict(part=part, structure=structure, output_names=names, dynamic=bool(dynamic),
                 opset=opset, input_shape=list(inputs.shape),
-                model_type=type(model).__name__)
+                model_type=type(model).__name__,
+                scan_op='custom' if uses_custom_op(path) else 'standard')
     _write_metadata(path, {**info, **(metadata or {})})
     return dict(path=path, **info)
 
@@ -319,6 +334,13 @@ def _write_metadata(path: str, entries: Dict[str, Any]) -> None:
         prop.key = _META_PREFIX + key
         prop.value = json.dumps(value)
     onnx.save(proto, path)
+
+
+def uses_custom_op(path: str) -> bool:
+    """True if the file has nodes of mmssm's operator domain (``mmssm.SelectiveScan``)."""
+    import onnx
+    proto = onnx.load(path, load_external_data=False)
+    return any(node.domain == CUSTOM_OP_DOMAIN for node in proto.graph.node)
 
 
 def read_metadata(path: str) -> Dict[str, Any]:

@@ -12,10 +12,38 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .onnx_export import INPUT_NAME, ExportPart, default_part, read_metadata
+from .onnx_export import (INPUT_NAME, ExportPart, default_part, read_metadata,
+                          uses_custom_op)
 
 RUNTIMES = ('onnxruntime', 'openvino')
 DEFAULT_TOLERANCE = 1e-4
+
+
+def custom_op_library() -> str:
+    """Path of mmssm's ONNX Runtime operator library (``mmssm/_ort_ops*.so``, built
+    from csrc/onnxruntime with the C++ CPU kernels; it needs neither torch nor Python
+    at run time): pass it to ``SessionOptions.register_custom_ops_library`` to run files
+    exported with ``scan_op='custom'``.
+
+    Raises:
+        RuntimeError: the library was not built here (says how to build it).
+    """
+    import importlib.util
+    spec = importlib.util.find_spec('mmssm._ort_ops')
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        raise RuntimeError(
+            "mmssm's ONNX Runtime operator library (mmssm._ort_ops) is not built here; "
+            'build it with `pip install --no-build-isolation -e .` (or `python setup.py '
+            "build_ext --inplace`), or export with scan_op='standard' (no custom op)")
+    return spec.origin
+
+
+def file_uses_custom_op(path: str, metadata: Optional[Dict[str, Any]] = None) -> bool:
+    """Whether ``path`` needs :func:`custom_op_library` (from its metadata when it has
+    mmssm's, else from its nodes)."""
+    if metadata and 'scan_op' in metadata:
+        return metadata['scan_op'] == 'custom'
+    return uses_custom_op(path)
 
 
 class RuntimeSession:
@@ -37,9 +65,17 @@ class RuntimeSession:
         self.path = path
         self.runtime = runtime
         self.metadata = read_metadata(path)
+        self.custom_op = file_uses_custom_op(path, self.metadata)
+        if self.custom_op and runtime != 'onnxruntime':
+            raise RuntimeError(
+                f'{os.path.basename(path)} uses mmssm\'s ONNX Runtime custom operator '
+                f'(mmssm.SelectiveScan), which {runtime} cannot run; export it again '
+                "without --scan-op custom (scan_op='standard': standard operators only)")
         if runtime == 'onnxruntime':
             import onnxruntime as ort
             options = ort.SessionOptions()
+            if self.custom_op:
+                options.register_custom_ops_library(custom_op_library())
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             if threads:

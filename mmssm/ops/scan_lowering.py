@@ -36,7 +36,9 @@ own Softplus operator is 10x slower); its absolute error is below 6e-8 where
 a longer one (a 4096 x 4096 map at stride 4 is 2**20) gives NaN outputs, never wrong
 numbers.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+import contextlib
+import contextvars
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,14 @@ CHUNK = 16  # steps per chunk (level 1)
 CARRY_CHUNK = 16  # chunks per super-chunk (level 2)
 CARRY_STEPS = 12  # doubling steps over the super-chunks (level 3)
 MAX_LENGTH = CHUNK * CARRY_CHUNK * 2**CARRY_STEPS  # 2**20 steps
+
+# The optional ONNX Runtime custom operator (csrc/onnxruntime, docs/deployment.md): one
+# node ``mmssm.SelectiveScan`` instead of the standard-operator lowering.
+SCAN_OP_FORMS = ('standard', 'custom')
+CUSTOM_OP_DOMAIN = 'mmssm'
+CUSTOM_OP_NAME = 'SelectiveScan'
+CUSTOM_OP_VERSION = 1
+_EXPORT_FORM = contextvars.ContextVar('mmssm_export_scan_form', default='standard')
 
 
 def pad_to_multiple(x: Tensor, multiple: int, dims: Sequence[int] = (0, )) -> Tensor:
@@ -155,6 +165,68 @@ def exclusive_recurrence(a: Tensor, b: Tensor, chunk: int = CARRY_CHUNK,
     return from_steps(torch.cat(rows, 0), length)
 
 
+@contextlib.contextmanager
+def export_scan_as(form: str) -> Iterator[str]:
+    """Inside the block, an exported ``selective_scan`` becomes ``form``:
+
+    * ``'standard'``: standard ONNX operators (:func:`selective_scan_export`), any
+      runtime;
+    * ``'custom'``: one ``mmssm.SelectiveScan`` node (domain ``mmssm``, version 1),
+      which only ONNX Runtime with mmssm's operator library (``mmssm._ort_ops``,
+      built from csrc/) can run. float32 scans without ``return_last_state`` only;
+      others keep the standard form.
+    """
+    if form not in SCAN_OP_FORMS:
+        raise ValueError(f'unknown exported scan form {form!r}; choose one of '
+                         f'{SCAN_OP_FORMS}')
+    token = _EXPORT_FORM.set(form)
+    try:
+        yield form
+    finally:
+        _EXPORT_FORM.reset(token)
+
+
+class SelectiveScanCustomOp(torch.autograd.Function):
+    """The scan as one ``mmssm.SelectiveScan`` node of an ONNX export.
+
+    Node inputs: u (batch, dim, L), delta (batch, dim, L), A (dim, N),
+    B (batch, G, N, L), C (batch, G, N, L), D (dim,), delta_bias (dim,) and, optionally,
+    z (batch, dim, L); attribute ``delta_softplus`` (0/1); one output (batch, dim, L).
+    Absent D / delta_bias are exported as zeros (the same function). All float32.
+    Eagerly (what the tracer runs to know the output) it is the C++ kernel, else the
+    standard lowering.
+    """
+
+    @staticmethod
+    def forward(ctx, delta_softplus, u, delta, A, B, C, D, delta_bias, *gate):
+        # (the optional gate z as a trailing vararg: a None among a Function's inputs
+        # breaks the TorchScript exporter)
+        z = gate[0] if gate else None
+        from .kernels import backend_available, load_backend
+        if backend_available('cpu'):  # the kernel itself (not its autograd Function)
+            args = [None if t is None else t.contiguous()
+                    for t in (u, delta, A, B, C, D, z, delta_bias)]
+            return load_backend('cpu').fwd(*args, bool(delta_softplus))[0]
+        with export_scan_as('standard'):
+            return selective_scan_export(u, delta, A, B, C, D, z, delta_bias,
+                                         delta_softplus)
+
+    @staticmethod
+    def symbolic(g, delta_softplus, *inputs):
+        out = g.op(f'{CUSTOM_OP_DOMAIN}::{CUSTOM_OP_NAME}', *inputs,
+                   delta_softplus_i=int(bool(delta_softplus)))
+        out.setType(inputs[0].type())
+        return out
+
+
+def _custom_op_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    dim = u.shape[1]
+    weights = [t.float() if t is not None else u.new_zeros(dim) for t in (D, delta_bias)]
+    gate = () if z is None else (z, )
+    return SelectiveScanCustomOp.apply(bool(delta_softplus), u, delta, A.float(), B, C,
+                                       *weights, *gate)
+
+
 def selective_scan_export(
     u: Tensor,
     delta: Tensor,
@@ -170,7 +242,13 @@ def selective_scan_export(
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Selective scan from standard tensor operations (arguments as in
     :func:`mmssm.ops.selective_scan`; B/C are 4-D (batch, G, N, L), validated by the
-    caller). Accumulates in float32 (float64 for float64 input)."""
+    caller). Accumulates in float32 (float64 for float64 input).
+
+    Inside an :func:`export_scan_as` ``('custom')`` block, a float32 scan without
+    ``return_last_state`` is exported as one ``mmssm.SelectiveScan`` node instead."""
+    if (_EXPORT_FORM.get() == 'custom' and torch.onnx.is_in_onnx_export()
+            and not return_last_state and u.dtype == torch.float32):
+        return _custom_op_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     in_dtype = u.dtype
     acc = accumulation_dtype(in_dtype)
     batch, dim, length = u.shape

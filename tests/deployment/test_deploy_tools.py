@@ -170,3 +170,26 @@ def test_onnx_infer_rejects_a_foreign_file(tmp_path, image, capsys):
     code = onnx_infer.main([_small_config('upernet', tmp_path), path, image])
     assert code == 2
     assert 'holds a Conv2d' in capsys.readouterr().err
+
+
+def test_custom_scan_op_export_verify_and_infer(tmp_path, image, capsys):
+    """--scan-op custom: the scans as mmssm.SelectiveScan nodes, verified in ONNX
+    Runtime (with mmssm's operator library) and refused by OpenVINO with the reason."""
+    config = _small_config('upernet', tmp_path)
+    weights = _checkpoint(config, tmp_path, 'upernet')
+    out = str(tmp_path / 'upernet_op.onnx')
+    code = pytorch2onnx.main([config, '--checkpoint', weights, '--shape', '64', '96',
+                              '--dynamic', '--scan-op', 'custom', '--out', out, '--verify',
+                              '--verify-shape', '96', '64'])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert 'scans as mmssm.SelectiveScan nodes' in printed
+    assert 'all outputs within max relative error 0.0001' in printed
+    assert read_metadata(out)['scan_op'] == 'custom'
+    code = onnx_infer.main([config, out, image, '--checkpoint', weights])
+    assert code == 0, capsys.readouterr().err
+    code = pytorch2onnx.main([config, '--checkpoint', weights, '--shape', '64',
+                              '--scan-op', 'custom', '--out', out, '--verify',
+                              '--runtime', 'openvino'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'openvino cannot run' in err and '--scan-op custom' in err

@@ -8,6 +8,10 @@ For every model (``family`` or ``family:preset``: the backbone) and input size i
   :func:`mmssm.deployment.export_onnx` writes for it (standard operators only: the
   selective scan and the scan-pattern gather/merge lowered, docs/kernels.md);
 
+* ``onnxruntime+op`` (with ``--custom-op``): the file exported with
+  ``scan_op='custom'``, each scan one ``mmssm.SelectiveScan`` node that ONNX Runtime
+  runs with mmssm's C++ kernel (``mmssm._ort_ops``, docs/deployment.md);
+
 each with ``--threads`` intra-op threads (torch ``set_num_threads``, ONNX Runtime
 ``intra_op_num_threads`` with all graph optimisations and sequential execution, OpenVINO
 ``INFERENCE_NUM_THREADS``), and prints the median latency and the ratio runtime / torch.
@@ -202,8 +206,13 @@ def bench_model(family: str, preset: str, size: Tuple[int, int], args,
             with torch.inference_mode():
                 call(*acts)
 
-    for runtime in args.runtimes:
-        session = RuntimeSession(path, runtime, threads=args.threads)
+    runs = [(runtime, path) for runtime in args.runtimes]
+    if args.custom_op:
+        op_path = path[:-5] + '_op.onnx'
+        export_onnx(model, x, op_path, scan_op='custom')
+        runs.insert(1, ('onnxruntime+op', op_path))
+    for runtime, file in runs:
+        session = RuntimeSession(file, runtime.split('+')[0], threads=args.threads)
         medians = interleaved({'torch': run_torch, 'rt': lambda: session(x_np)},
                               args.warmup, args.repeat, args.budget)
         row = Row(name, _fmt_size(size), 'model', runtime, medians['torch'] * 1e3,
@@ -212,7 +221,7 @@ def bench_model(family: str, preset: str, size: Tuple[int, int], args,
         if args.check:
             row.max_rel = _max_rel(reference, session(x_np))
         rows.append(row)
-        if scan is not None:
+        if scan is not None and runtime in RUNTIMES:
             multi = OrtMulti(scan_path, runtime, args.threads)
             medians = interleaved({'torch': run_scan_torch, 'rt': lambda: multi(acts_np)},
                                   args.warmup, args.repeat, args.budget)
@@ -276,6 +285,9 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=2,
                         help='intra-op threads of every path (default 2)')
     parser.add_argument('--runtimes', nargs='+', choices=RUNTIMES, default=['onnxruntime'])
+    parser.add_argument('--custom-op', action='store_true',
+                        help="also ONNX Runtime running the file exported with "
+                        "scan_op='custom' (mmssm's operator library)")
     parser.add_argument('--scan', action='store_true', help='also the scan alone')
     parser.add_argument('--check', action='store_true', help='also the max relative error')
     parser.add_argument('--warmup', type=int, default=2)

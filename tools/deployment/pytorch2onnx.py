@@ -35,6 +35,11 @@ def parse_args(argv=None):
     parser.add_argument('--part', choices=['tensor', 'features'], default=None,
                         help="what to export: 'tensor' (model(inputs, mode='tensor')) or "
                         "'features' (backbone + neck); default by model type")
+    parser.add_argument('--scan-op', choices=['standard', 'custom'], default='standard',
+                        help="'standard' (default): the selective scans as standard ONNX "
+                        "operators, for every runtime; 'custom': each scan one "
+                        'mmssm.SelectiveScan node, run by ONNX Runtime with mmssm\'s '
+                        'operator library (faster on CPU; ONNX Runtime only)')
     parser.add_argument('--out', required=True, help='output .onnx file')
     parser.add_argument('--verify', action='store_true',
                         help='compare the file with PyTorch (ONNX Runtime, CPU)')
@@ -85,7 +90,7 @@ def main(argv=None):
         inputs = torch.randn(args.batch, 3, *shape, generator=torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         info = export_onnx(model, inputs, args.out, dynamic=args.dynamic, opset=args.opset,
-                           part=args.part,
+                           part=args.part, scan_op=args.scan_op,
                            metadata=dict(config=osp.abspath(args.config), scope=scope,
                                          checkpoint=args.checkpoint, task=kind))
     except (ExportError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
@@ -96,7 +101,8 @@ def main(argv=None):
     print(f'wrote {args.out} in {time.perf_counter() - t0:.1f}s: part {info["part"]!r} of '
           f'{info["model_type"]}, input {tuple(inputs.shape)}'
           f'{" (dynamic batch/H/W)" if args.dynamic else ""}, '
-          f'{len(info["output_names"])} outputs, opset {args.opset}')
+          f'{len(info["output_names"])} outputs, opset {args.opset}'
+          f'{", scans as mmssm.SelectiveScan nodes" if info["scan_op"] == "custom" else ""}')
     if not args.verify:
         return 0
     batches = [inputs]
