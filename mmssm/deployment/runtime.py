@@ -90,14 +90,21 @@ class RuntimeSession:
             except ImportError as err:
                 raise RuntimeError(f'runtime openvino is not installed ({err}); '
                                    'pip install openvino (see requirements/deploy.txt)') from err
-            core = ov.Core()
-            config = {'INFERENCE_PRECISION_HINT': 'f32'}  # no bf16/f16 downcast on CPU
+            self._core = ov.Core()
+            self._config = {'INFERENCE_PRECISION_HINT': 'f32'}  # no bf16/f16 downcast
             if threads:
-                config['INFERENCE_NUM_THREADS'] = int(threads)
-            self._compiled = core.compile_model(core.read_model(path), 'CPU', config)
-            self._request = self._compiled.create_infer_request()
+                self._config['INFERENCE_NUM_THREADS'] = int(threads)
+            self._model = self._core.read_model(path)
             self.input_shape = [d.get_length() if d.is_static else None
-                                for d in self._compiled.input(0).get_partial_shape()]
+                                for d in self._model.input(0).get_partial_shape()]
+            # OpenVINO 2026.4's CPU plugin computes some dynamic-shape graphs of the
+            # lowered scan wrongly (garbage, varying from run to run; bisected to an
+            # elementwise node whose inputs equal ONNX Runtime's). With every dimension
+            # fixed before compiling it is right, so a dynamic file is compiled once
+            # per input shape (docs/deployment.md, "OpenVINO").
+            self._compiled_by_shape: Dict[tuple, Any] = {}
+            if None not in self.input_shape:
+                self._compiled_for(tuple(self.input_shape))
 
     def check_input(self, inputs: np.ndarray) -> None:
         """Raise a ValueError if ``inputs`` does not fit the file's input shape."""
@@ -109,6 +116,17 @@ class RuntimeSession:
                              f'{shown}, got {tuple(inputs.shape)}; export with --dynamic '
                              'for other sizes')
 
+    def _compiled_for(self, shape: tuple):
+        """(compiled model, infer request) of the OpenVINO model for one input shape."""
+        if shape not in self._compiled_by_shape:
+            model = self._model
+            if None in self.input_shape:
+                model = self._core.read_model(self.path)
+                model.reshape({0: list(shape)})
+            compiled = self._core.compile_model(model, 'CPU', self._config)
+            self._compiled_by_shape[shape] = (compiled, compiled.create_infer_request())
+        return self._compiled_by_shape[shape]
+
     def __call__(self, inputs) -> List[np.ndarray]:
         if isinstance(inputs, torch.Tensor):
             inputs = inputs.detach().cpu().numpy()
@@ -116,8 +134,9 @@ class RuntimeSession:
         self.check_input(inputs)
         if self.runtime == 'onnxruntime':
             return self._session.run(None, {self._session.get_inputs()[0].name: inputs})
-        result = self._request.infer({0: inputs})
-        return [np.asarray(result[out]) for out in self._compiled.outputs]
+        compiled, request = self._compiled_for(tuple(inputs.shape))
+        result = request.infer({0: inputs})
+        return [np.asarray(result[out]) for out in compiled.outputs]
 
 
 def compare_outputs(reference: Sequence[Any], outputs: Sequence[np.ndarray],

@@ -141,8 +141,9 @@ class OrtMulti:
         if s.runtime == 'onnxruntime':
             names = [i.name for i in s._session.get_inputs()]
             return s._session.run(None, dict(zip(names, arrays)))
-        result = s._request.infer({i: a for i, a in enumerate(arrays)})
-        return [np.asarray(result[out]) for out in s._compiled.outputs]
+        compiled, request = s._compiled_for(tuple(s.input_shape))  # a static file
+        result = request.infer({i: a for i, a in enumerate(arrays)})
+        return [np.asarray(result[out]) for out in compiled.outputs]
 
 
 # ---------------------------------------------------------------------------------------
