@@ -303,7 +303,8 @@ def export_onnx(model: nn.Module,
                               opset_version=opset, input_names=[INPUT_NAME],
                               output_names=names, dynamic_axes=axes,
                               do_constant_folding=True,
-                              custom_opsets={CUSTOM_OP_DOMAIN: CUSTOM_OP_VERSION})
+                              custom_opsets=({CUSTOM_OP_DOMAIN: CUSTOM_OP_VERSION}
+                                             if scan_op == 'custom' else None))
     except Exception as err:  # noqa: BLE001 - re-raised naming the module
         where = tracker.stack[-1] if tracker.stack else _scope_of(err)
         op = re.search(r"operator '(aten::\w+)'", str(err))

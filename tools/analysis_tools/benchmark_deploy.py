@@ -17,6 +17,11 @@ each with ``--threads`` intra-op threads (torch ``set_num_threads``, ONNX Runtim
 ``INFERENCE_NUM_THREADS``), and prints the median latency and the ratio runtime / torch.
 The runs are interleaved (torch, runtime, torch, runtime, ...), so a machine busy with
 other work slows every path alike; only the ratios are meant to be compared between runs.
+ONNX Runtime's idle threads sleep instead of spinning (``spinning=False``): spinning,
+its default, they took the cores from the next PyTorch run (measured on the 2-core
+development VM: MobileMamba-T2 at 224 took 84 ms in PyTorch between ONNX Runtime runs
+against 33 ms alone), which inflated the PyTorch column; sleeping, ONNX Runtime itself
+was no slower.
 
 ``--scan`` adds rows for the selective scan alone, at the shape of the model's first (for
 the hierarchical families: largest) scan call at that size, recorded from a PyTorch
@@ -134,7 +139,7 @@ class OrtMulti:
     """A multi-input file in ONNX Runtime / OpenVINO (the scan rows)."""
 
     def __init__(self, path: str, runtime: str, threads: int):
-        self.session = RuntimeSession(path, runtime, threads=threads)
+        self.session = RuntimeSession(path, runtime, threads=threads, spinning=False)
 
     def __call__(self, arrays: Sequence[np.ndarray]):
         s = self.session
@@ -213,7 +218,8 @@ def bench_model(family: str, preset: str, size: Tuple[int, int], args,
         export_onnx(model, x, op_path, scan_op='custom')
         runs.insert(1, ('onnxruntime+op', op_path))
     for runtime, file in runs:
-        session = RuntimeSession(file, runtime.split('+')[0], threads=args.threads)
+        session = RuntimeSession(file, runtime.split('+')[0], threads=args.threads,
+                                 spinning=False)
         medians = interleaved({'torch': run_torch, 'rt': lambda: session(x_np)},
                               args.warmup, args.repeat, args.budget)
         row = Row(name, _fmt_size(size), 'model', runtime, medians['torch'] * 1e3,
