@@ -185,3 +185,15 @@ def test_export_rejects_an_unknown_form(tmp_path):
     with pytest.raises(ValueError, match=r"scan_op must be one of \('standard', 'custom'\)"):
         export_onnx(_tiny_vmamba(), torch.randn(1, 3, 32, 32), str(tmp_path / 'x.onnx'),
                     scan_op='fast')
+
+
+def test_sessions_can_keep_their_threads_from_spinning(tmp_path):
+    path = str(tmp_path / 'model.onnx')
+    export_onnx(_tiny_vmamba().eval(), torch.randn(1, 3, 32, 32), path)
+    key = 'session.intra_op.allow_spinning'
+    quiet = RuntimeSession(path, threads=2, spinning=False)
+    assert quiet._session.get_session_options().get_session_config_entry(key) == '0'
+    default = RuntimeSession(path, threads=2)
+    with pytest.raises(RuntimeError, match='does not have configuration'):
+        default._session.get_session_options().get_session_config_entry(key)
+    assert len(quiet(torch.randn(1, 3, 32, 32))) == 4
