@@ -197,3 +197,28 @@ def test_sessions_can_keep_their_threads_from_spinning(tmp_path):
     with pytest.raises(RuntimeError, match='does not have configuration'):
         default._session.get_session_options().get_session_config_entry(key)
     assert len(quiet(torch.randn(1, 3, 32, 32))) == 4
+
+
+def test_hand_built_node_without_attribute_defaults_to_no_softplus(tmp_path):
+    """The node contract on its own (not through the exporter): 7 inputs, no gate, no
+    ``delta_softplus`` attribute (read as 0)."""
+    from onnx import TensorProto, helper
+    acts, (A, D, bias) = _scan_case(2, 12, 3, 3, 33, False, seed=5)
+    u, delta, B, C = acts
+    delta = delta.abs() * 0.2  # no softplus: keep dt >= 0, a decaying recurrence
+    dims = {'u': u.shape, 'delta': delta.shape, 'A': A.shape, 'B': B.shape, 'C': C.shape,
+            'D': D.shape, 'delta_bias': bias.shape}
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+              for n, s in dims.items()]
+    node = helper.make_node('SelectiveScan', list(dims), ['out'], domain='mmssm')
+    graph = helper.make_graph([node], 'scan', inputs,
+                              [helper.make_tensor_value_info('out', TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17),
+                                                    helper.make_opsetid('mmssm', 1)],
+                              ir_version=8)
+    path = tmp_path / 'node.onnx'
+    onnx.save(model, str(path))
+    feed = dict(zip(dims, (t.numpy() for t in (u, delta, A, B, C, D, bias.abs()))))
+    out = _session(path).run(None, feed)[0]
+    ref = selective_scan_reference(u, delta, A, B, C, D, None, bias.abs(), False)
+    assert float(np.abs(out - ref.double().numpy()).max() / ref.abs().max()) < 1e-5
