@@ -316,17 +316,20 @@ def export_onnx(model: nn.Module,
     finally:
         tracker.remove()
 
+    import onnx
+    proto = onnx.load(path)  # once, for the custom-node check and the metadata
     info = dict(part=part, structure=structure, output_names=names, dynamic=bool(dynamic),
                 opset=opset, input_shape=list(inputs.shape),
                 model_type=type(model).__name__,
-                scan_op='custom' if uses_custom_op(path) else 'standard')
-    _write_metadata(path, {**info, **(metadata or {})})
+                scan_op='custom' if _has_custom_nodes(proto) else 'standard')
+    _write_metadata(proto, path, {**info, **(metadata or {})})
     return dict(path=path, **info)
 
 
-def _write_metadata(path: str, entries: Dict[str, Any]) -> None:
+def _write_metadata(proto, path: str, entries: Dict[str, Any]) -> None:
+    """Replace the ``mmssm.*`` metadata of ``proto`` by ``entries`` and save it to
+    ``path``."""
     import onnx
-    proto = onnx.load(path)
     kept = [p for p in proto.metadata_props if not p.key.startswith(_META_PREFIX)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
@@ -337,11 +340,14 @@ def _write_metadata(path: str, entries: Dict[str, Any]) -> None:
     onnx.save(proto, path)
 
 
+def _has_custom_nodes(proto) -> bool:
+    return any(node.domain == CUSTOM_OP_DOMAIN for node in proto.graph.node)
+
+
 def uses_custom_op(path: str) -> bool:
     """True if the file has nodes of mmssm's operator domain (``mmssm.SelectiveScan``)."""
     import onnx
-    proto = onnx.load(path, load_external_data=False)
-    return any(node.domain == CUSTOM_OP_DOMAIN for node in proto.graph.node)
+    return _has_custom_nodes(onnx.load(path, load_external_data=False))
 
 
 def read_metadata(path: str) -> Dict[str, Any]:

@@ -57,8 +57,8 @@ class RuntimeSession:
         spinning (bool): ONNX Runtime only: let idle intra-op threads busy-wait for
             work (its default, fastest on a machine of its own). False makes them
             sleep, as a fair neighbour of other thread pools on the same cores (the
-            benchmarks use it: spinning ONNX Runtime threads slow an interleaved
-            PyTorch run up to 2.7x on a 2-core machine).
+            benchmarks use it: spinning ONNX Runtime threads slowed an interleaved
+            PyTorch run up to 2.5x on a 2-core machine).
     """
 
     def __init__(self, path: str, runtime: str = 'onnxruntime',
@@ -129,7 +129,7 @@ class RuntimeSession:
         if shape not in self._compiled_by_shape:
             model = self._model
             if None in self.input_shape:
-                model = self._core.read_model(self.path)
+                model = self._model.clone()
                 model.reshape({0: list(shape)})
             compiled = self._core.compile_model(model, 'CPU', self._config)
             self._compiled_by_shape[shape] = (compiled, compiled.create_infer_request())
