@@ -75,8 +75,13 @@ def _export_scan(module, acts, path):
 
 
 def test_library_is_built_and_exports_only_its_entry_point():
+    import ctypes
     path = custom_op_library()
     assert path.endswith('.so') and '_ort_ops' in path
+    lib = ctypes.CDLL(path)
+    assert hasattr(lib, 'RegisterCustomOps')
+    # the kernels inside stay hidden (-fvisibility=hidden): they never bind to mmssm._C's
+    assert not hasattr(lib, '_ZN5mmssm22selective_scan_fwd_cpuERKNS_22SelectiveScanFwdParamsE')
     # loadable by ONNX Runtime without torch or Python symbols: registering it works
     ort.SessionOptions().register_custom_ops_library(path)
 
