@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "route_conv.h"
 #include "scan.h"
 
 namespace {
@@ -120,12 +121,12 @@ Checked check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, cons
   const char* weight_rule = "A, D and delta_bias use float32 (float64 for float64 inputs)";
   const std::vector<int64_t> act = {c.batch, c.dim, c.seqlen};
   const std::vector<int64_t> grouped = {c.batch, c.groups, c.dstate, c.seqlen};
-  check_tensor(delta, "delta", act, c.in_type, input_rule);
+  if (delta.defined()) check_tensor(delta, "delta", act, c.in_type, input_rule);
   check_tensor(A, "A", {c.dim, c.dstate}, c.acc_type, weight_rule);
   check_tensor(B, "B", grouped, c.in_type, input_rule);
   check_tensor(C, "C", grouped, c.in_type, input_rule);
   c.u = last_dim_contiguous(u);
-  c.delta = last_dim_contiguous(delta);
+  if (delta.defined()) c.delta = last_dim_contiguous(delta);
   c.B = last_dim_contiguous(B);
   c.C = last_dim_contiguous(C);
   c.A = A.contiguous();
@@ -159,9 +160,11 @@ void fill_params(mmssm::SelectiveScanFwdParams& p, const Checked& c, bool delta_
   p.u = c.u.data_ptr();
   p.u_batch_stride = c.u.stride(0);
   p.u_dim_stride = c.u.stride(1);
-  p.delta = c.delta.data_ptr();
-  p.delta_batch_stride = c.delta.stride(0);
-  p.delta_dim_stride = c.delta.stride(1);
+  if (c.delta.defined()) {
+    p.delta = c.delta.data_ptr();
+    p.delta_batch_stride = c.delta.stride(0);
+    p.delta_dim_stride = c.delta.stride(1);
+  }
   if (c.z.defined()) {
     p.z = c.z.data_ptr();
     p.z_batch_stride = c.z.stride(0);
@@ -184,11 +187,43 @@ void fill_params(mmssm::SelectiveScanFwdParams& p, const Checked& c, bool delta_
   p.run_workers = &run_on_torch_pool;
 }
 
+std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
+                            const Tensor& delta_lowrank, const Tensor& delta_weight);
+
 std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
                         const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
                         const std::optional<Tensor>& z,
                         const std::optional<Tensor>& delta_bias, bool delta_softplus) {
-  Checked c = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  TORCH_CHECK(delta.defined(), "selective_scan cpu: delta is undefined");
+  return run_fwd(check_inputs(u, delta, A, B, C, D, z, delta_bias), delta_softplus, Tensor(),
+                 Tensor());
+}
+
+// The forward with delta in low-rank form (scan.h: delta_lowrank): delta_lowrank
+// (batch, G, R, L) in u's dtype, delta_weight (dim, R) in the accumulation dtype.
+std::vector<Tensor> fwd_lowrank(const Tensor& u, const Tensor& delta_lowrank,
+                                const Tensor& delta_weight, const Tensor& A, const Tensor& B,
+                                const Tensor& C, const std::optional<Tensor>& D,
+                                const std::optional<Tensor>& z,
+                                const std::optional<Tensor>& delta_bias,
+                                bool delta_softplus) {
+  Checked c = check_inputs(u, Tensor(), A, B, C, D, z, delta_bias);
+  TORCH_CHECK(delta_weight.defined() && delta_weight.dim() == 2 &&
+                  delta_weight.size(0) == c.dim && delta_weight.size(1) >= 1,
+              "selective_scan cpu: delta_weight must be (dim, R) = (", c.dim, ", R), got ",
+              delta_weight.defined() ? shape_str(delta_weight) : std::string("undefined"));
+  const int64_t rank = delta_weight.size(1);
+  check_tensor(delta_weight, "delta_weight", {c.dim, rank}, c.acc_type,
+               "float32 (float64 for float64 inputs), like A");
+  check_tensor(delta_lowrank, "delta_lowrank", {c.batch, c.groups, rank, c.seqlen}, c.in_type,
+               "u's dtype");
+  return run_fwd(c, delta_softplus, last_dim_contiguous(delta_lowrank),
+                 delta_weight.contiguous());
+}
+
+std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
+                            const Tensor& delta_lowrank, const Tensor& delta_weight) {
+  const Tensor& u = c.u;
   auto acc_opts = u.options().dtype(c.acc_type);
   Tensor out = at::empty({c.batch, c.dim, c.seqlen}, u.options().dtype(c.in_type));
   Tensor last_state = at::zeros({c.batch, c.dim, c.dstate}, acc_opts);
@@ -200,6 +235,14 @@ std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
   p.out = out.data_ptr();
   p.last_state = last_state.data_ptr();
   p.chunk_states = chunk_states.numel() > 0 ? chunk_states.data_ptr() : nullptr;
+  if (delta_lowrank.defined()) {
+    p.delta_lowrank = delta_lowrank.data_ptr();
+    p.dl_batch_stride = delta_lowrank.stride(0);
+    p.dl_group_stride = delta_lowrank.stride(1);
+    p.dl_rank_stride = delta_lowrank.stride(2);
+    p.delta_weight = delta_weight.data_ptr();
+    p.delta_rank = delta_weight.size(1);
+  }
   {
     pybind11::gil_scoped_release no_gil;
     mmssm::selective_scan_fwd_cpu(p);
@@ -257,6 +300,92 @@ std::vector<Tensor> bwd(const Tensor& u, const Tensor& delta, const Tensor& A,
   return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias};
 }
 
+// The fused route convolution (route_conv.h): x (B, D, L), weight (2D, K), bias (2D,)
+// or None, all float32 -> (B, 2, D, L).
+Tensor route_conv_silu(const Tensor& x, const Tensor& weight,
+                       const std::optional<Tensor>& bias) {
+  const char* op = "route_conv_silu cpu: ";
+  TORCH_CHECK(x.defined() && x.dim() == 3, op, "x must be (batch, dim, L), got ",
+              x.defined() ? shape_str(x) : std::string("undefined"));
+  const int64_t batch = x.size(0), dim = x.size(1), seqlen = x.size(2);
+  TORCH_CHECK(weight.defined() && weight.dim() == 2 && weight.size(0) == 2 * dim &&
+                  weight.size(1) >= 1,
+              op, "weight must be (2 * dim, K) = (", 2 * dim, ", K) for x ", shape_str(x),
+              ", got ", weight.defined() ? shape_str(weight) : std::string("undefined"));
+  for (const Tensor* t : {&x, &weight}) {
+    TORCH_CHECK(t->device().is_cpu(), op, (t == &x ? "x" : "weight"),
+                " must be a CPU tensor, got device ", t->device());
+    TORCH_CHECK(t->scalar_type() == at::kFloat, op, (t == &x ? "x" : "weight"),
+                " must be float32, got ", t->scalar_type());
+  }
+  Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    b = *bias;
+    check_tensor(b, "bias", {2 * dim}, at::kFloat, "float32 like x");
+    b = b.contiguous();
+  }
+  Tensor xc = last_dim_contiguous(x);
+  Tensor wc = weight.contiguous();
+  Tensor out = at::empty({batch, 2, dim, seqlen}, x.options());
+  mmssm::RouteConvParams p;
+  p.batch = batch;
+  p.dim = dim;
+  p.seqlen = seqlen;
+  p.width = wc.size(1);
+  p.x = xc.data_ptr<float>();
+  p.x_batch_stride = xc.stride(0);
+  p.x_dim_stride = xc.stride(1);
+  p.weight = wc.data_ptr<float>();
+  p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr<float>();
+  p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::route_conv_silu_fwd_cpu(p);
+  }
+  return out;
+}
+
+// The fused route merge + gate (route_conv.h): ys (B, 2, D, L), z (B, D, L) or None,
+// float32 -> (B, D, L).
+Tensor route_merge_gate(const Tensor& ys, const std::optional<Tensor>& z, double scale) {
+  const char* op = "route_merge_gate cpu: ";
+  TORCH_CHECK(ys.defined() && ys.dim() == 4 && ys.size(1) == 2, op,
+              "ys must be (batch, 2, dim, L), got ",
+              ys.defined() ? shape_str(ys) : std::string("undefined"));
+  TORCH_CHECK(ys.device().is_cpu(), op, "ys must be a CPU tensor, got device ", ys.device());
+  TORCH_CHECK(ys.scalar_type() == at::kFloat, op, "ys must be float32, got ",
+              ys.scalar_type());
+  const int64_t batch = ys.size(0), dim = ys.size(2), seqlen = ys.size(3);
+  Tensor zc;
+  if (z.has_value() && z->defined()) {
+    check_tensor(*z, "z", {batch, dim, seqlen}, at::kFloat, "float32 like ys");
+    zc = last_dim_contiguous(*z);
+  }
+  Tensor ysc = ys.contiguous();
+  Tensor out = at::empty({batch, dim, seqlen}, ys.options());
+  mmssm::RouteMergeParams p;
+  p.batch = batch;
+  p.dim = dim;
+  p.seqlen = seqlen;
+  p.ys = ysc.data_ptr<float>();
+  if (zc.defined()) {
+    p.z = zc.data_ptr<float>();
+    p.z_batch_stride = zc.stride(0);
+    p.z_dim_stride = zc.stride(1);
+  }
+  p.scale = static_cast<float>(scale);
+  p.out = out.data_ptr<float>();
+  p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::route_merge_gate_fwd_cpu(p);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -271,6 +400,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("u"), pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("z"),
         pybind11::arg("delta_bias"), pybind11::arg("delta_softplus"));
+  m.def("fwd_lowrank", &fwd_lowrank,
+        "fwd_lowrank(u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias, "
+        "delta_softplus) -> [out, last_state, chunk_states]: fwd with delta[b,d,l] = "
+        "sum_r delta_weight[d,r] * delta_lowrank[b,g(d),r,l] formed in the kernel",
+        pybind11::arg("u"), pybind11::arg("delta_lowrank"), pybind11::arg("delta_weight"),
+        pybind11::arg("A"), pybind11::arg("B"), pybind11::arg("C"), pybind11::arg("D"),
+        pybind11::arg("z"), pybind11::arg("delta_bias"), pybind11::arg("delta_softplus"));
+  m.def("route_conv_silu", &route_conv_silu,
+        "route_conv_silu(x, weight, bias) -> out: Vim's causal depthwise conv1d + bias + "
+        "SiLU over x (B, D, L) read forward (route 0, weight[:D]) and reversed in time "
+        "(route 1, weight[D:]), out (B, 2, D, L), float32 (see csrc/selective_scan/"
+        "route_conv.h)",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("bias"));
+  m.def("route_merge_gate", &route_merge_gate,
+        "route_merge_gate(ys, z, scale) -> out: (ys[:, 0] + ys[:, 1] reversed in time) * "
+        "silu(z) * scale, ys (B, 2, D, L), z (B, D, L) or None, float32 (see "
+        "csrc/selective_scan/route_conv.h)",
+        pybind11::arg("ys"), pybind11::arg("z"), pybind11::arg("scale"));
   m.def("bwd", &bwd,
         "bwd(u, delta, A, B, C, D, z, delta_bias, dout, chunk_states, delta_softplus) -> "
         "[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]",

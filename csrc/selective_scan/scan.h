@@ -51,6 +51,17 @@ struct SelectiveScanFwdParams {
   const void* z = nullptr;  // optional gate
   int64_t z_batch_stride = 0, z_dim_stride = 0;
 
+  // CPU backend only, optional: delta in low-rank form. When delta_lowrank is set, delta
+  // is not read; instead delta[b,d,l] = sum_r delta_weight[d,r] * delta_lowrank[b,g(d),r,l]
+  // (the dt projection of Mamba / VMamba, dt_proj(x_proj(u)[:R]), formed in registers
+  // instead of as a (batch, dim, L) tensor). delta_lowrank: (batch, G, R, L) input dtype,
+  // time contiguous; delta_weight: (dim, R) acc_t, contiguous. The backward always takes
+  // the full delta.
+  const void* delta_lowrank = nullptr;
+  int64_t dl_batch_stride = 0, dl_group_stride = 0, dl_rank_stride = 0;
+  const void* delta_weight = nullptr;
+  int64_t delta_rank = 0;  // R
+
   // (batch, G, N, L), input dtype
   const void* B = nullptr;
   int64_t B_batch_stride = 0, B_group_stride = 0, B_dstate_stride = 0;

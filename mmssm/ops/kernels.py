@@ -101,6 +101,20 @@ class _DifferentiableOnce(torch.autograd.Function):
         raise RuntimeError(_TWICE.format(backend=ctx.backend))
 
 
+def _differentiable_once(backend: str, grads: list, inputs: tuple) -> list:
+    """Under ``backward(create_graph=True)`` attach the compiled backward's gradients to
+    the graph through :class:`_DifferentiableOnce` (anchored on an input that requires
+    grad), so that differentiating them again raises :data:`_TWICE`."""
+    anchors = [t for t in inputs if t is not None and t.requires_grad]
+    if torch.is_grad_enabled() and anchors:
+        present = [i for i, g in enumerate(grads) if g is not None]
+        wrapped = _DifferentiableOnce.apply(backend, anchors[0],
+                                            *(grads[i] for i in present))
+        for i, g in zip(present, wrapped):
+            grads[i] = g
+    return grads
+
+
 class SelectiveScanFn(torch.autograd.Function):
     """Selective scan on a compiled backend (``backend``: 'cpu' -> mmssm._C,
     'cuda' -> mmssm._C_cuda). Returns ``(out, last_state)``.
@@ -145,14 +159,8 @@ class SelectiveScanFn(torch.autograd.Function):
         grads = [du, ddelta, _cast_grad(dA, A_dtype), _cast_grad(dB, B_dtype),
                  _cast_grad(dC, C_dtype), _cast_grad(dD, D_dtype), dz,
                  _cast_grad(ddelta_bias, bias_dtype)]
-        anchors = [t for t in (dout, u, delta, A, B, C, D, z, delta_bias)
-                   if t is not None and t.requires_grad]
-        if torch.is_grad_enabled() and anchors:  # backward(create_graph=True)
-            present = [i for i, g in enumerate(grads) if g is not None]
-            wrapped = _DifferentiableOnce.apply(ctx.backend, anchors[0],
-                                                *(grads[i] for i in present))
-            for i, g in zip(present, wrapped):
-                grads[i] = g
+        grads = _differentiable_once(ctx.backend, grads,
+                                     (dout, u, delta, A, B, C, D, z, delta_bias))
         return (*grads, None, None)
 
 
@@ -189,3 +197,64 @@ def selective_scan_kernel(backend: str, u: Tensor, delta: Tensor, A: Tensor, B: 
                                             delta_softplus, backend)
     return (out, last_state) if return_last_state else out
 
+
+
+def grouped_lowrank_delta(delta_lowrank: Tensor, delta_weight: Tensor) -> Tensor:
+    """delta[b, d, l] = sum_r delta_weight[d, r] * delta_lowrank[b, g(d), r, l]:
+    (batch, G, R, L) x (dim, R) -> (batch, dim, L), one batched matmul over the groups."""
+    batch, groups, rank, length = delta_lowrank.shape
+    dim = delta_weight.shape[0]
+    weight = delta_weight.view(groups, dim // groups, rank)
+    return torch.matmul(weight, delta_lowrank).reshape(batch, dim, length)
+
+
+class SelectiveScanLowRankFn(torch.autograd.Function):
+    """Selective scan on the CPU kernels with delta in low-rank form (``mmssm._C``'s
+    ``fwd_lowrank``: delta is formed in registers, never stored). Returns
+    ``(out, last_state)``.
+
+    The backward forms delta once (:func:`grouped_lowrank_delta`), runs the ordinary
+    backward kernel and maps d delta back onto the two factors:
+    ``d delta_lowrank = W_g^T d delta_g`` and ``d W_g = sum_b d delta_g delta_lowrank_g^T``.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias,
+                delta_softplus):
+        module = load_backend('cpu')
+        acc = accumulation_dtype(u.dtype)
+        args = (_last_dim_contiguous(u), _last_dim_contiguous(delta_lowrank),
+                _as_acc(delta_weight, acc), _as_acc(A, acc), _last_dim_contiguous(B),
+                _last_dim_contiguous(C), _as_acc(D, acc), _last_dim_contiguous(z),
+                _as_acc(delta_bias, acc))
+        out, last_state, chunk_states = module.fwd_lowrank(*args, bool(delta_softplus))
+        ctx.save_for_backward(*args, chunk_states)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.module = module
+        ctx.grad_dtypes = tuple(None if t is None else t.dtype
+                                for t in (delta_weight, A, B, C, D, delta_bias))
+        ctx.mark_non_differentiable(last_state)
+        return out, last_state
+
+    @staticmethod
+    def backward(ctx, dout, _dlast_state):
+        u, low, weight, A, B, C, D, z, delta_bias, chunk_states = ctx.saved_tensors
+        w_dtype, A_dtype, B_dtype, C_dtype, D_dtype, bias_dtype = ctx.grad_dtypes
+        dout = _last_dim_contiguous(dout.to(u.dtype))
+        with torch.autocast(device_type='cpu', enabled=False):
+            delta = grouped_lowrank_delta(low, weight.to(u.dtype))
+            du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = ctx.module.bwd(
+                u, delta, A, B, C, D, z, delta_bias, dout, chunk_states,
+                ctx.delta_softplus)
+            batch, groups, rank, length = low.shape
+            per_group = weight.shape[0] // groups
+            dgrouped = ddelta.view(batch, groups, per_group, length)
+            w = weight.to(u.dtype).view(groups, per_group, rank)
+            dlow = torch.matmul(w.transpose(1, 2), dgrouped)
+            dweight = torch.matmul(dgrouped, low.transpose(2, 3)).sum(0).reshape(-1, rank)
+        grads = [du, dlow, _cast_grad(dweight, w_dtype), _cast_grad(dA, A_dtype),
+                 _cast_grad(dB, B_dtype), _cast_grad(dC, C_dtype), _cast_grad(dD, D_dtype),
+                 dz, _cast_grad(ddelta_bias, bias_dtype)]
+        grads = _differentiable_once('cpu', grads,
+                                     (dout, u, low, weight, A, B, C, D, z, delta_bias))
+        return (*grads, None)

@@ -390,24 +390,30 @@ def _permutation_gather(x: Tensor, pattern: 'ScanPattern') -> Tensor:
 
 
 def _permutation_merge(ys: Tensor, pattern: 'ScanPattern', height: int,
-                       width: int) -> Tensor:
-    """(B, K, C, H*W) -> (B, C, H, W), channels-last memory: the sum of every route's
-    output on its pixels."""
+                       width: int, channels_last: bool = True) -> Tensor:
+    """(B, K, C, H*W) -> (B, C, H, W): the sum of every route's output on its pixels,
+    in channels-last memory (a map, for the channel LayerNorm that follows) or contiguous
+    (a sequence: its token-major consumer reads the transposed matrix for free)."""
     batch, _, channels, _ = ys.shape
-    per_order = {}  # order -> (B, C, L) sum of that order's routes, un-reversed
+    terms = {}  # order -> [(B, C, H, W) views of that order's route outputs, un-reversed]
     for k, (seg, ) in enumerate(pattern.routes):
         y = ys[:, k].flip(-1) if seg.reverse else ys[:, k]
-        per_order[seg.order] = y if seg.order not in per_order else per_order[seg.order] + y
-    maps = [_oriented(y.reshape(batch, channels, *((height, width) if order == 'row' else
-                                                   (width, height))), order)
-            for order, y in per_order.items()]
-    # The last pass writes channels-last (B, H, W, C) memory: what a channel LayerNorm
-    # (LayerNorm2d), the usual next op, reads without a copy.
+        dims = (height, width) if seg.order == 'row' else (width, height)
+        terms.setdefault(seg.order, []).append(
+            _oriented(y.reshape(batch, channels, *dims), seg.order))
+    # The last pass writes channels-last (B, H, W, C) memory for a map: what a channel
+    # LayerNorm (LayerNorm2d), the usual next op, reads without a copy.
     out = torch.empty((batch, channels, height, width), dtype=ys.dtype, device=ys.device,
-                      memory_format=torch.channels_last)
-    if len(maps) == 1:
-        return out.copy_(maps[0])
-    return torch.add(maps[0], maps[1], out=out)
+                      memory_format=torch.channels_last if channels_last
+                      else torch.contiguous_format)
+    # Each order's routes are summed in its own layout; the last addition writes `out`.
+    if len(terms) == 1:
+        (group, ) = terms.values()
+        if len(group) == 1:
+            return out.copy_(group[0])
+        return torch.add(sum(group[1:-1], group[0]), group[-1], out=out)
+    first, second = (sum(group[1:], group[0]) for group in terms.values())  # row, col
+    return torch.add(first, second, out=out)
 
 
 class _GatherRoutes(torch.autograd.Function):
@@ -420,19 +426,19 @@ class _GatherRoutes(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _MergeRoutes.apply(grad, ctx.pattern, *ctx.size), None
+        return _MergeRoutes.apply(grad, ctx.pattern, *ctx.size, True), None
 
 
 class _MergeRoutes(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, ys, pattern, height, width):
+    def forward(ctx, ys, pattern, height, width, channels_last):
         ctx.pattern = pattern
-        return _permutation_merge(ys, pattern, height, width)
+        return _permutation_merge(ys, pattern, height, width, channels_last)
 
     @staticmethod
     def backward(ctx, grad):
-        return _GatherRoutes.apply(grad, ctx.pattern), None, None, None
+        return _GatherRoutes.apply(grad, ctx.pattern), None, None, None, None
 
 
 def _fast_path(t: Tensor, pattern: 'ScanPattern', backend: Optional[str]) -> bool:
@@ -479,6 +485,6 @@ def merge_routes(ys: Tensor, pattern, size: Tuple[int, ...], *,
                              f'{height}x{width} map')
         if pattern.routes == ((Segment('row'), ), ):
             return ys.reshape(ys.shape[0], ys.shape[2], *size)
-        merged = _MergeRoutes.apply(ys, pattern, int(height), int(width))
+        merged = _MergeRoutes.apply(ys, pattern, int(height), int(width), len(size) == 2)
         return merged if len(size) == 2 else merged.reshape(ys.shape[0], ys.shape[2], *size)
     return scan_merge(ys, pattern.index(height, width, ys.device), size, backend=backend)

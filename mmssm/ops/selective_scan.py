@@ -239,3 +239,76 @@ def selective_scan(
         from .kernels import selective_scan_kernel
         return selective_scan_kernel(backend, u, delta, A, B, C, D, z, delta_bias,
                                      delta_softplus, return_last_state)
+
+
+def selective_scan_lowrank(
+    u: Tensor,
+    delta_lowrank: Tensor,
+    delta_weight: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor] = None,
+    z: Optional[Tensor] = None,
+    delta_bias: Optional[Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    backend: Optional[str] = None,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """:func:`selective_scan` with delta given by its low-rank factors (Mamba's dt
+    projection): ``delta[b, d, l] = sum_r delta_weight[d, r] * delta_lowrank[b, g(d), r, l]``
+    with ``g(d)`` the B/C group of channel ``d``.
+
+    On the ``'cpu'`` backend (float inputs, outside autocast, tracing and ONNX export) the
+    kernel forms delta in registers: the (batch, dim, L) delta tensor and the matmul that
+    writes it are skipped (the backward forms it once). Everywhere else delta is formed
+    with one batched matmul (in u's dtype) and :func:`selective_scan` runs as usual.
+
+    Args:
+        u, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend: as for
+            :func:`selective_scan` (B / C as (batch, G, N, L)).
+        delta_lowrank: (batch, G, R, L), u's dtype.
+        delta_weight: (dim, R), any float dtype (used in the accumulation dtype on the
+            ``'cpu'`` kernel, in u's dtype when delta is formed by a matmul).
+    """
+    if not isinstance(u, torch.Tensor) or u.dim() != 3:
+        got = _shape(u) if isinstance(u, torch.Tensor) else type(u).__name__
+        raise ValueError(f'selective_scan_lowrank: u must be (batch, dim, L), got {got}')
+    batch, dim, seqlen = u.shape
+    if not isinstance(delta_lowrank, torch.Tensor) or delta_lowrank.dim() != 4:
+        got = (_shape(delta_lowrank) if isinstance(delta_lowrank, torch.Tensor)
+               else type(delta_lowrank).__name__)
+        raise ValueError(f'selective_scan_lowrank: delta_lowrank must be (batch, G, R, L) = '
+                         f'({batch}, G, R, {seqlen}), got {got}')
+    groups, rank = delta_lowrank.shape[1:3]
+    if groups < 1 or dim % groups != 0:
+        raise ValueError(f'selective_scan_lowrank: dim={dim} (u {_shape(u)}) is not divisible '
+                         f'by the groups G={groups} of delta_lowrank {_shape(delta_lowrank)}')
+    _check_tensor('delta_lowrank', delta_lowrank, (batch, groups, rank, seqlen),
+                  '(batch, G, R, L)')
+    _check_tensor('delta_weight', delta_weight, (dim, rank), '(dim, R)')
+    if delta_lowrank.dtype != u.dtype:
+        raise TypeError(f'selective_scan_lowrank: delta_lowrank has dtype '
+                        f'{delta_lowrank.dtype} but u has {u.dtype}')
+    for name, t in (('delta_lowrank', delta_lowrank), ('delta_weight', delta_weight)):
+        if t.device != u.device:
+            raise ValueError(f'selective_scan_lowrank: {name} is on {t.device} but u is on '
+                             f'{u.device}; all inputs must be on one device')
+    fused = (resolve_backend(backend, u.device) == 'cpu' and u.device.type == 'cpu'
+             and not torch.is_autocast_enabled('cpu') and not torch.jit.is_tracing()
+             and not torch.onnx.is_in_onnx_export())
+    if fused:
+        from .kernels import backend_available, load_backend
+        fused = backend_available('cpu') and hasattr(load_backend('cpu'), 'fwd_lowrank')
+    if not fused:
+        from .kernels import grouped_lowrank_delta
+        delta = grouped_lowrank_delta(delta_lowrank, delta_weight.to(u.dtype))
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                              return_last_state, backend=backend)
+    # (u stands in for delta, which this path never forms: same shape, dtype, device)
+    B, C = validate_inputs(u, u, A, B, C, D, z, delta_bias)
+    from .kernels import SelectiveScanLowRankFn
+    out, last_state = SelectiveScanLowRankFn.apply(u, delta_lowrank, delta_weight, A, B, C,
+                                                   D, z, delta_bias, delta_softplus)
+    return (out, last_state) if return_last_state else out

@@ -157,6 +157,31 @@ def test_fixture_parity(index):
             torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
 
 
+def test_fused_route_ops_in_inference_equal_the_composite_path(monkeypatch):
+    """CPU float32 inference runs the mixer's conv + SiLU and its merge + gate as fused
+    kernels (mmssm.ops.bidirectional); the composite path (training, other devices)
+    computes the same function."""
+    import mmssm.ops.bidirectional as bidirectional
+    from mmssm.ops.kernels import backend_available
+    if not backend_available('cpu'):
+        pytest.skip('mmssm._C is not built')
+    fixture = load_fixture('vim')
+    config, state_dict, case = fixture_cases(fixture)[0]
+    model = from_official('vim', config, state_dict).eval()
+    calls = []
+    fused = bidirectional._fused_applies
+    monkeypatch.setattr(bidirectional, '_fused_applies',
+                        lambda *a: calls.append(fused(*a)) or calls[-1])
+    with torch.no_grad():
+        outputs = model(case['input'])
+    assert len(calls) == 2 * len(model.layers) and all(calls)
+    monkeypatch.setattr(bidirectional, '_fused_applies', lambda *a: False)
+    with torch.no_grad():
+        composite = model(case['input'])
+    for out, ref in zip(outputs, composite):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_fixture_rope_tables_are_the_official_formula():
     fixture = load_fixture('vim')
     config, state_dict, _ = fixture_cases(fixture)[1]

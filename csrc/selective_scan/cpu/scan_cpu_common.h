@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "../route_conv.h"
 #include "../scan.h"
 
 namespace mmssm {
@@ -100,6 +102,15 @@ struct Kernels {
   void (*bwd_item)(const SelectiveScanBwdParams& p, const BwdItem& item,
                    const TileGrid& grid, const BwdPartials& part, int64_t slices,
                    void* scratch);
+  // The fused route convolution (route_conv.h, float32): scratch bytes per worker, and
+  // rows [begin, end) of the (batch, channel) rows.
+  int64_t (*route_conv_scratch_bytes)(const RouteConvParams& p);
+  void (*route_conv_rows)(const RouteConvParams& p, int64_t begin, int64_t end,
+                          void* scratch);
+  // ... and the route merge + gate, the same way.
+  int64_t (*route_merge_scratch_bytes)(const RouteMergeParams& p);
+  void (*route_merge_rows)(const RouteMergeParams& p, int64_t begin, int64_t end,
+                           void* scratch);
 };
 
 namespace isa_generic {
@@ -117,21 +128,22 @@ extern const Kernels kernels;
 #define MMSSM_CPU_X86_ISAS 0
 #endif
 
+// The kernels of the best instruction set this CPU has (or MMSSM_CPU_ISA's choice).
+inline const Kernels& float_kernels() {
+#if MMSSM_CPU_X86_ISAS
+  switch (cpu_isa()) {
+    case CpuIsa::kV4: return isa_v4::kernels;
+    case CpuIsa::kV3: return isa_v3::kernels;
+    default: break;
+  }
+#endif
+  return isa_generic::kernels;
+}
+
 // The kernels for the input dtype of p: fp64 (gradient checks) always runs the generic
 // build, everything else the one cpu_isa() picks.
 inline const Kernels& kernels_for(const SelectiveScanFwdParams& p) {
-#if MMSSM_CPU_X86_ISAS
-  if (p.input_type != ScanDType::kFloat64) {
-    switch (cpu_isa()) {
-      case CpuIsa::kV4: return isa_v4::kernels;
-      case CpuIsa::kV3: return isa_v3::kernels;
-      default: break;
-    }
-  }
-#else
-  (void)p;
-#endif
-  return isa_generic::kernels;
+  return p.input_type == ScanDType::kFloat64 ? isa_generic::kernels : float_kernels();
 }
 
 // ---- workers ----------------------------------------------------------------------------
@@ -140,22 +152,22 @@ inline int64_t acc_size(ScanDType t) {
   return t == ScanDType::kFloat64 ? int64_t(sizeof(double)) : int64_t(sizeof(float));
 }
 
-// Runs item(i, scratch) for every i in [0, items) on up to p.num_threads workers of the
-// caller's pool (p.run_workers), each with its own `scratch_bytes` of 64-byte aligned
+// Runs item(i, scratch) for every i in [0, items) on up to num_threads workers of the
+// caller's pool (run_workers), each with its own `scratch_bytes` of 64-byte aligned
 // scratch. Items are handed out one at a time from a shared counter, so a worker that is
 // descheduled (a busy machine) delays only the item it holds, and a worker that starts
 // late finds the work done. Small problems (`elements` state updates in all) run on the
 // calling thread: starting workers would cost more than it saves. Which worker runs an
 // item never changes what the item computes.
 template <typename Item>
-void run_items(const SelectiveScanFwdParams& p, int64_t items, int64_t elements,
-               int64_t scratch_bytes, Item&& item) {
+void run_items(int32_t num_threads, CpuWorkersFn run_workers, int64_t items,
+               int64_t elements, int64_t scratch_bytes, Item&& item) {
   if (items <= 0) return;
   constexpr int64_t kMinElementsPerWorker = int64_t(1) << 15;
-  int64_t workers = std::max<int64_t>(1, p.num_threads);
+  int64_t workers = std::max<int64_t>(1, num_threads);
   workers = std::min(workers, items);
   workers = std::min(workers, elements / kMinElementsPerWorker);
-  workers = p.run_workers ? std::max<int64_t>(1, workers) : 1;
+  workers = run_workers ? std::max<int64_t>(1, workers) : 1;
   const int64_t stride = (scratch_bytes + 63) / 64 * 64;
   // One allocation up front: a failure raises here, not inside a worker.
   std::vector<char> buffer(static_cast<size_t>(workers * stride + 64));
@@ -178,7 +190,14 @@ void run_items(const SelectiveScanFwdParams& p, int64_t items, int64_t elements,
       (*s.item)(i, scratch);
     }
   };
-  p.run_workers(static_cast<int32_t>(workers), body, &shared);
+  run_workers(static_cast<int32_t>(workers), body, &shared);
+}
+
+template <typename Item>
+void run_items(const SelectiveScanFwdParams& p, int64_t items, int64_t elements,
+               int64_t scratch_bytes, Item&& item) {
+  run_items(p.num_threads, p.run_workers, items, elements, scratch_bytes,
+            std::forward<Item>(item));
 }
 
 inline void check_common(const SelectiveScanFwdParams& p) {
@@ -187,6 +206,10 @@ inline void check_common(const SelectiveScanFwdParams& p) {
     throw std::invalid_argument(
         "selective_scan_cpu: invalid sizes (need dstate >= 1, n_groups >= 1, "
         "dim % n_groups == 0)");
+  }
+  if (p.delta_lowrank && (p.delta_rank < 1 || p.delta_weight == nullptr)) {
+    throw std::invalid_argument(
+        "selective_scan_cpu: a low-rank delta needs delta_rank >= 1 and delta_weight");
   }
   const int64_t n_chunks = (p.seqlen + kBlock - 1) / kBlock;
   if (p.chunk_states && (p.n_chunks != n_chunks || p.chunk_size != kBlock)) {

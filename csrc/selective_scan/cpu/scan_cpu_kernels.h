@@ -41,6 +41,7 @@
 #include "cpu_math.h"
 #include "scan_cpu_common.h"
 #include "simd.h"
+#include "route_conv_kernels.h"
 
 namespace mmssm {
 namespace cpu {
@@ -270,13 +271,15 @@ struct FwdScratch {
   using V = Vec<acc_t>;
   V *u, *delta, *z, *dt, *dtu, *y;  // (kBlock) each; y: the block's outputs
   V *A2, *h;                         // (n): A log2(e), state
+  V* W;                              // (r): low-rank delta weights (delta_weight columns)
   acc_t *B, *C;                      // (n, kBlock)
+  acc_t* low;                        // (r, kBlock): the block's low-rank delta rows
 
-  static int64_t bytes(int64_t n) {
-    return static_cast<int64_t>(sizeof(V)) * (6 * kBlock + 2 * n) +
-           static_cast<int64_t>(sizeof(acc_t)) * 2 * n * kBlock;
+  static int64_t bytes(int64_t n, int64_t r) {
+    return static_cast<int64_t>(sizeof(V)) * (6 * kBlock + 2 * n + r) +
+           static_cast<int64_t>(sizeof(acc_t)) * (2 * n + r) * kBlock;
   }
-  MMSSM_INLINE FwdScratch(void* base, int64_t n) {
+  MMSSM_INLINE FwdScratch(void* base, int64_t n, int64_t r) {
     V* v = static_cast<V*>(base);
     u = v;
     delta = u + kBlock;
@@ -286,10 +289,46 @@ struct FwdScratch {
     y = dtu + kBlock;
     A2 = y + kBlock;
     h = A2 + n;
-    B = reinterpret_cast<acc_t*>(h + n);
+    W = h + n;
+    B = reinterpret_cast<acc_t*>(W + r);
     C = B + n * kBlock;
+    low = C + n * kBlock;
   }
 };
+
+// delta[i] = sum_r W[r] * low[r * kBlock + i] for the block's steps: the low-rank delta
+// (SelectiveScanFwdParams::delta_lowrank) for all the tile's channels, a small matrix
+// product (lanes x R) x (R x len) with four steps' sums held in registers while the
+// ranks are walked (each W[r] is loaded once per four steps; the sums are in rank order).
+// Steps from len up to the next multiple of the width are zero (low's padding is zero).
+template <typename V, typename acc_t>
+MMSSM_INLINE void lowrank_delta(const V* W, const acc_t* low, int64_t rank, int64_t len,
+                                V* delta) {
+  constexpr int kW = kLanes<acc_t>;
+  static_assert(kW % 4 == 0 || kW == 2, "four steps per pass");
+  const int64_t padded = (len + kW - 1) / kW * kW;
+  int64_t i = 0;
+  for (; i + 4 <= padded; i += 4) {
+    V d0{}, d1{}, d2{}, d3{};
+    for (int64_t r = 0; r < rank; ++r) {
+      const V w = W[r];
+      const acc_t* row = low + r * kBlock + i;
+      d0 += w * row[0];
+      d1 += w * row[1];
+      d2 += w * row[2];
+      d3 += w * row[3];
+    }
+    delta[i] = d0;
+    delta[i + 1] = d1;
+    delta[i + 2] = d2;
+    delta[i + 3] = d3;
+  }
+  for (; i < padded; ++i) {
+    V d{};
+    for (int64_t r = 0; r < rank; ++r) d += W[r] * low[r * kBlock + i];
+    delta[i] = d;
+  }
+}
 
 // One tile (kN: compile-time N, 0 = runtime).
 template <typename in_t, int kN>
@@ -300,12 +339,19 @@ __attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const T
   const int64_t n = kN > 0 ? kN : p.dstate;
   const int64_t L = p.seqlen;
   const int64_t lanes = t.lanes;
-  FwdScratch<acc_t> s(scratch, n);
+  const int64_t rank = p.delta_lowrank ? p.delta_rank : 0;
+  FwdScratch<acc_t> s(scratch, n, rank);
 
   const in_t* u = static_cast<const in_t*>(p.u) + t.b * p.u_batch_stride +
                   t.d0 * p.u_dim_stride;
-  const in_t* delta = static_cast<const in_t*>(p.delta) + t.b * p.delta_batch_stride +
-                      t.d0 * p.delta_dim_stride;
+  const in_t* delta = p.delta_lowrank ? nullptr
+                                      : static_cast<const in_t*>(p.delta) +
+                                            t.b * p.delta_batch_stride +
+                                            t.d0 * p.delta_dim_stride;
+  const in_t* low = p.delta_lowrank ? static_cast<const in_t*>(p.delta_lowrank) +
+                                          t.b * p.dl_batch_stride + t.g * p.dl_group_stride
+                                    : nullptr;
+  if (low) lane_constants(static_cast<const acc_t*>(p.delta_weight), t.d0, lanes, rank, s.W);
   const in_t* z = p.z ? static_cast<const in_t*>(p.z) + t.b * p.z_batch_stride +
                             t.d0 * p.z_dim_stride
                       : nullptr;
@@ -327,11 +373,16 @@ __attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const T
     if (l0 + kBlock < L) {
       const int64_t next = std::min(kBlock, L - l0 - kBlock);
       prefetch_rows(u + l0 + kBlock, p.u_dim_stride, lanes, next);
-      prefetch_rows(delta + l0 + kBlock, p.delta_dim_stride, lanes, next);
+      if (delta) prefetch_rows(delta + l0 + kBlock, p.delta_dim_stride, lanes, next);
       if (z) prefetch_rows(z + l0 + kBlock, p.z_dim_stride, lanes, next);
     }
     load_lanes(u + l0, p.u_dim_stride, lanes, len, s.u);
-    load_lanes(delta + l0, p.delta_dim_stride, lanes, len, s.delta);
+    if (low) {
+      load_rows(low + l0, p.dl_rank_stride, rank, len, s.low);
+      lowrank_delta(s.W, s.low, rank, len, s.delta);
+    } else {
+      load_lanes(delta + l0, p.delta_dim_stride, lanes, len, s.delta);
+    }
     load_rows(B + l0, p.B_dstate_stride, n, len, s.B);
     load_rows(C + l0, p.C_dstate_stride, n, len, s.C);
     time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
@@ -664,8 +715,9 @@ inline int64_t tile_width(const SelectiveScanFwdParams& p) {
 }
 
 inline int64_t fwd_scratch_bytes(const SelectiveScanFwdParams& p) {
-  return p.input_type == ScanDType::kFloat64 ? FwdScratch<double>::bytes(p.dstate)
-                                             : FwdScratch<float>::bytes(p.dstate);
+  const int64_t rank = p.delta_lowrank ? p.delta_rank : 0;
+  return p.input_type == ScanDType::kFloat64 ? FwdScratch<double>::bytes(p.dstate, rank)
+                                             : FwdScratch<float>::bytes(p.dstate, rank);
 }
 
 inline int64_t bwd_scratch_bytes(const SelectiveScanBwdParams& p) {
@@ -693,8 +745,11 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
   namespace mmssm {                                                               \
   namespace cpu {                                                                 \
   namespace MMSSM_CPU_ISA_NS {                                                    \
-  const Kernels kernels = {tile_width, fwd_scratch_bytes, bwd_scratch_bytes,       \
-                           fwd_tile_entry, bwd_item_entry};                       \
+  const Kernels kernels = {tile_width,       fwd_scratch_bytes,                     \
+                           bwd_scratch_bytes, fwd_tile_entry,                        \
+                           bwd_item_entry,   route_conv_scratch_bytes,               \
+                           route_conv_rows,  route_merge_scratch_bytes,              \
+                           route_merge_rows};                                        \
   }                                                                               \
   }                                                                               \
   }

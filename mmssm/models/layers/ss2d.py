@@ -1,7 +1,8 @@
 """The one selective-scan core shared by the VMamba-style backbones.
 
 :class:`SelectiveScanRoutes` owns the per-route SSM parameters (named exactly as in the
-official checkpoints) and scans K routes at once with :func:`mmssm.ops.selective_scan`,
+official checkpoints) and scans K routes at once with
+:func:`mmssm.ops.selective_scan_lowrank` (the dt projection is the scan's low-rank delta),
 each route being one group of B/C. :class:`SS2D` wraps it into the 2-D token mixer
 
     in_proj -> depthwise conv -> SiLU -> gather routes -> selective scan -> merge
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmssm.ops import selective_scan
+from mmssm.ops import selective_scan_lowrank
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from .common import LayerNorm2d, Linear2d
 
@@ -75,13 +76,15 @@ def scan_routes(xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
     dtype = xs.dtype
     if weight_dtype is None:
         weight_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    # (K, R + 2N, E) @ (B, K, E, L) and (K, E, R) @ (B, K, R, L): batched matmuls
+    # (K, R + 2N, E) @ (B, K, E, L): one batched matmul; the dt up-projection
+    # (K, E, R) @ (B, K, R, L) is the scan's low-rank delta (route k = group k), formed
+    # inside the CPU kernel and by a batched matmul elsewhere.
     proj = torch.matmul(x_proj_weight.to(dtype), xs)
     dt, b_proj, c_proj = torch.split(proj, [rank, n, n], dim=2)
-    dt = torch.matmul(dt_projs_weight.to(dtype), dt)
-    ys = selective_scan(
+    ys = selective_scan_lowrank(
         xs.reshape(batch, routes * channels, length),
-        dt.reshape(batch, routes * channels, length).to(dtype),
+        dt,
+        dt_projs_weight.reshape(routes * channels, rank),
         -torch.exp(A_logs.to(weight_dtype)),
         b_proj.to(dtype).contiguous(),
         c_proj.to(dtype).contiguous(),
