@@ -463,3 +463,26 @@ def test_haar_filters_are_buffers_and_load_from_parameter_checkpoints(monkeypatc
     logged.clear()
     build_optim_wrapper(model, config)
     assert not [m for m in logged if 'requires_grad' in m]
+
+
+@pytest.mark.parametrize('bias', [False, True])
+def test_channel_scale_conv_is_the_depthwise_1x1_conv(bias):
+    """MK-DeConv's dwconv1x1 computes the per-channel product instead of a grouped 1x1
+    convolution (which torch runs one channel at a time on CPU): same keys, same
+    function, gradients included."""
+    from mmssm.models.layers import ChannelScaleConv
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 12, 1, groups=12, bias=bias)
+    scale = ChannelScaleConv(12, bias=bias)
+    assert scale.state_dict().keys() == conv.state_dict().keys()
+    scale.load_state_dict(conv.state_dict(), strict=True)
+    x = torch.randn(2, 12, 5, 7, requires_grad=True)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    for inp in (x, x_cl):
+        torch.testing.assert_close(scale(inp), conv(inp), rtol=1e-6, atol=1e-6)
+    scale(x).sum().backward()
+    grad_scale = scale.weight.grad.clone()
+    conv(x).sum().backward()
+    torch.testing.assert_close(grad_scale, conv.weight.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r'ChannelScaleConv expects \(B, 12, H, W\)'):
+        scale(torch.randn(2, 11, 5, 7))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mmssm.ops.scan_lowering import pad_to_multiple
 from mmssm.registry import MODELS
-from ..layers import SS2D, DropPath, SqueezeExcite, drop_path_rates
+from ..layers import SS2D, ChannelScaleConv, DropPath, SqueezeExcite, drop_path_rates
 from .base import SSMBackbone, check_out_indices, resolve_arch, run_sequential
 
 Tensor = torch.Tensor
@@ -198,7 +198,7 @@ class MKDeConv(nn.Module):
                                    groups=channels, bias=False)
         self.bn1 = nn.BatchNorm2d(channels, eps=BN_EPS)
         self.relu = nn.ReLU(inplace=True)
-        self.dwconv1x1 = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+        self.dwconv1x1 = ChannelScaleConv(channels, bias=False)
         self.bn2 = nn.BatchNorm2d(channels, eps=BN_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -211,7 +211,7 @@ class MKDeConv(nn.Module):
             nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels,
                       bias=True),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, groups=channels, bias=True))
+            ChannelScaleConv(channels, bias=True))
 
     @torch.no_grad()
     def fuse(self) -> nn.Sequential:

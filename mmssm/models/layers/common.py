@@ -67,6 +67,26 @@ class Linear2d(nn.Linear):
         return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 
+class ChannelScaleConv(nn.Conv2d):
+    """A depthwise 1x1 convolution -- a per-channel scale (and bias) -- computed as the
+    product it is. Same parameters and keys as ``nn.Conv2d(C, C, 1, groups=C)``
+    (``weight`` (C, 1, 1, 1), ``bias`` (C,)). (On CPU torch runs small-batch grouped 1x1
+    convolutions one group at a time: 2 x 134 convolutions of one channel per block in
+    MobileMamba-B1.)"""
+
+    def __init__(self, channels: int, bias: bool = True):
+        super().__init__(channels, channels, 1, groups=channels, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.out_channels:
+            raise ValueError(f'ChannelScaleConv expects (B, {self.out_channels}, H, W), '
+                             f'got {tuple(x.shape)}')
+        weight = self.weight.view(1, -1, 1, 1)
+        if self.bias is None:
+            return x * weight
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, weight)
+
+
 class PatchMerging2D(nn.Module):
     """2x downsampling by concatenating the four 2x2 phases (Swin-style), channels-last.
 
