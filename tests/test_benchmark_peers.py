@@ -28,7 +28,8 @@ def test_peers_report(tmp_path):
     try:
         tool.main(['--peers', 'resnet50', 'deit-ti', '--models', 'vim:tiny', '--sizes', '32',
                    '--growth-size', '0', '--thread-size', '0', '--train-batch', '0',
-                   '--iters', '1', '--warmup', '0', '--json', str(out)])
+                   '--iters', '1', '--warmup', '0', '--json', str(out),
+                   '--heap', 'default'])  # (steady: a process-wide mallopt)
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())

@@ -170,6 +170,26 @@ except OSError:
     _libc = None
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_MMAP_THRESHOLD = 32 << 20  # glibc's own upper bound for its dynamic threshold
+STEADY_TRIM_THRESHOLD = 1 << 30
+
+
+def steady_heap() -> bool:
+    """Keep freed memory in glibc's heap: blocks up to 32 MiB come from the heap (not a
+    fresh mmap each) and the heap is not handed back to the OS between calls. Otherwise a
+    model's timed calls page-fault memory that glibc returned after the previous call,
+    which depends on which models ran before in the process (measured: MSVMamba-T at 224
+    took 6,400 page faults and 15 ms of system time per forward as the first model of a
+    process, none after a few other models). The same setting applies to every model of
+    the run. False if glibc's mallopt is not available (the timings then include this)."""
+    if _libc is None or not hasattr(_libc, 'mallopt'):
+        return False
+    return bool(_libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
+                and _libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD))
+
+
 def _trim_heap() -> None:
     gc.collect()
     if _libc is not None and hasattr(_libc, 'malloc_trim'):
@@ -438,6 +458,10 @@ def parse_args(argv=None):
                             'PASSIVE, each in a fresh process (0: skip)')
     peers.add_argument('--thread-probe', nargs=2, default=None, metavar=('MODEL', 'SIZE'),
                        help=argparse.SUPPRESS)  # internal: one process per wait policy
+    peers.add_argument('--heap', choices=['steady', 'default'], default='steady',
+                       help="'steady': keep freed memory in glibc's heap for the whole run "
+                            '(no page faults of memory returned to the OS between timed '
+                            "calls; see steady_heap); 'default': glibc's own policy")
     peers.add_argument('--timer', choices=['wall', 'process'], default='wall',
                        help="'process': CPU time for the single-thread measurements "
                             '(the work alone on a shared machine)')
@@ -571,6 +595,10 @@ def run_peers(args) -> None:
     torch.set_num_threads(threads)
     clock = time.process_time if args.timer == 'process' and threads == 1 else time.perf_counter
     header = describe_environment(device)
+    if args.heap == 'steady' and steady_heap():
+        header.append('glibc heap kept between calls (mallopt M_MMAP_THRESHOLD = 32 MiB, '
+                      'M_TRIM_THRESHOLD = 1 GiB): no page faults of memory returned '
+                      'to the OS between timed calls, for every model alike')
     header.append(f'peers: {threads} thread(s), fp32, batch 1, eval, no_grad; median of '
                   f'{args.iters} interleaved rounds after {args.warmup} warm-up call(s), '
                   f'{"CPU" if clock is time.process_time else "wall"} time')
@@ -694,8 +722,11 @@ def load_is_busy() -> bool:
     return hasattr(os, 'getloadavg') and os.getloadavg()[0] >= (os.cpu_count() or 1)
 
 
-def thread_probe(model_name: str, size: int, iters: int, warmup: int) -> dict:
+def thread_probe(model_name: str, size: int, iters: int, warmup: int,
+                 heap: str = 'steady') -> dict:
     """Wall time of one forward with 1 and with 2 torch threads (interleaved medians)."""
+    if heap == 'steady':
+        steady_heap()
     model = build_any(model_name, (size, size))
     x = torch.randn(1, 3, size, size)
 
@@ -718,7 +749,8 @@ def thread_probe_subprocess(model_name: str, size: int, policy: str, args) -> di
     if policy != 'default':
         env['OMP_WAIT_POLICY'] = policy
     cmd = [sys.executable, str(Path(__file__).resolve()), '--thread-probe', model_name,
-           str(size), '--iters', str(args.iters), '--warmup', str(args.warmup)]
+           str(size), '--iters', str(args.iters), '--warmup', str(args.warmup),
+           '--heap', args.heap]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f'thread probe ({policy}) failed:\n{proc.stderr[-2000:]}')
@@ -746,7 +778,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.thread_probe:
         name, size = args.thread_probe
-        print(json.dumps(thread_probe(name, int(size), args.iters, args.warmup)))
+        print(json.dumps(thread_probe(name, int(size), args.iters, args.warmup, args.heap)))
         return None
     if args.peers is not None:
         return run_peers(args)
