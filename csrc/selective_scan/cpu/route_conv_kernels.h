@@ -1,9 +1,12 @@
 // The fused route ops (../route_conv.h), compiled with the scan kernels for each
-// instruction set (included by scan_cpu_kernels.h). The route convolution: Work item: a range of (batch,
-// channel) rows. Per row the time series is copied once into a zero-padded buffer in
-// natural order and once reversed; each route is then a causal K-tap filter along time,
-// W time steps per vector (unaligned loads of the padded buffer), plus bias and SiLU,
-// stored contiguously. The row is read once and each output written once.
+// instruction set (included by scan_cpu_kernels.h). Work item of both: a range of
+// (batch, channel) rows.
+// - Route convolution: per row the time series is copied once into a zero-padded buffer
+//   in natural order and once reversed; each route is then a causal K-tap filter along
+//   time, W time steps per vector (unaligned loads of the padded buffer), plus bias and
+//   SiLU, stored contiguously. The row is read once and each output written once.
+// - Route merge + gate: route 1's row is reversed into a scratch row, then the sum,
+//   scale and gate run W steps per vector.
 #pragma once
 
 #include <cstdint>

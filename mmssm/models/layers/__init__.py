@@ -4,7 +4,8 @@ from .ss2d import (SS2D, SelectiveScanRoutes, init_dt_projection, init_s4d_real,
                    inverse_softplus_dt, scan_routes)
 
 __all__ = [
-    'PYRAMID_SCALES', 'ChannelScaleConv', 'DropPath', 'LayerNorm2d', 'Linear2d', 'PatchMerging2D', 'SqueezeExcite',
+    'PYRAMID_SCALES', 'ChannelScaleConv', 'DropPath', 'LayerNorm2d', 'Linear2d',
+    'PatchMerging2D', 'SqueezeExcite',
     'drop_path_rates', 'pyramid_resample', 'SS2D',
     'SelectiveScanRoutes', 'init_dt_projection', 'init_s4d_real', 'inverse_softplus_dt',
     'scan_routes'
