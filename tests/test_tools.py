@@ -98,27 +98,43 @@ def test_scan_is_counted_exactly_once(backend, with_d, with_z):
 
 def eager_scan_flops(model, inputs):
     """(calls, formula FLOPs) of the scans an eager forward really runs, from the
-    arguments each call receives (independent of the JIT trace)."""
+    arguments each call of ``selective_scan`` / ``selective_scan_lowrank`` receives
+    (independent of the JIT trace; a low-rank call that falls back to ``selective_scan``
+    counts once)."""
     ops_module = sys.modules['mmssm.ops.selective_scan']
-    real = ops_module.selective_scan
-    seen = {'calls': 0, 'flops': 0}
+    seen = {'calls': 0, 'flops': 0, 'depth': 0}
+    patched = []
 
-    def recording(u, delta, A, B, C, D=None, z=None, *args, **kwargs):
-        seen['calls'] += 1
-        seen['flops'] += selective_scan_flops(u.shape[0], u.shape[1], u.shape[2],
-                                              A.shape[1], D is not None, z is not None)
-        return real(u, delta, A, B, C, D, z, *args, **kwargs)
+    def recorder(real, a_index):
+        def recording(*args, **kwargs):
+            if seen['depth'] == 0:
+                u, A = args[0], args[a_index]
+                D = args[a_index + 3] if len(args) > a_index + 3 else kwargs.get('D')
+                z = args[a_index + 4] if len(args) > a_index + 4 else kwargs.get('z')
+                seen['calls'] += 1
+                seen['flops'] += selective_scan_flops(u.shape[0], u.shape[1], u.shape[2],
+                                                      A.shape[1], D is not None,
+                                                      z is not None)
+            seen['depth'] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                seen['depth'] -= 1
+        return recording
 
-    users = [m for name, m in list(sys.modules.items())
-             if name.startswith('mmssm') and getattr(m, 'selective_scan', None) is real]
-    for module in users:
-        module.selective_scan = recording
+    for name, a_index in (('selective_scan', 2), ('selective_scan_lowrank', 3)):
+        real = getattr(ops_module, name)
+        recording = recorder(real, a_index)
+        for module in [m for key, m in list(sys.modules.items())
+                       if key.startswith('mmssm') and getattr(m, name, None) is real]:
+            setattr(module, name, recording)
+            patched.append((module, name, real))
     try:
         with torch.no_grad():
             model(inputs)
     finally:
-        for module in users:
-            module.selective_scan = real
+        for module, name, real in patched:
+            setattr(module, name, real)
     return seen['calls'], seen['flops']
 
 

@@ -102,26 +102,42 @@ class ScanCall(nn.Module):
 
 
 def record_first_scan(model: nn.Module, x: torch.Tensor):
-    """(ScanCall, activations) of the first compiled-kernel scan ``model(x)`` makes."""
+    """(ScanCall, activations) of the first compiled-kernel scan ``model(x)`` makes. A
+    scan with a low-rank delta (``selective_scan_lowrank`` on the CPU kernel) is recorded
+    with its delta formed, as the standard scan the exported file computes."""
     calls = []
     original = kernels.selective_scan_kernel
+    original_lowrank = kernels.SelectiveScanLowRankFn
 
-    def spy(backend, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-            return_last_state):
+    def record(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         if not calls:
             acts = [t.detach().clone() for t in (u, delta, B, C)]
             if z is not None:
                 acts.append(z.detach().clone())
             calls.append((ScanCall(A, D, delta_bias, delta_softplus), acts))
+
+    def spy(backend, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+            return_last_state):
+        record(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return original(backend, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                         return_last_state)
 
+    class LowRankSpy:
+        @staticmethod
+        def apply(u, low, weight, A, B, C, D, z, delta_bias, delta_softplus):
+            delta = kernels.grouped_lowrank_delta(low, weight.to(u.dtype))
+            record(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            return original_lowrank.apply(u, low, weight, A, B, C, D, z, delta_bias,
+                                          delta_softplus)
+
     kernels.selective_scan_kernel = spy
+    kernels.SelectiveScanLowRankFn = LowRankSpy
     try:
         with torch.inference_mode():
             model(x)
     finally:
         kernels.selective_scan_kernel = original
+        kernels.SelectiveScanLowRankFn = original_lowrank
     if not calls:
         raise RuntimeError('the model made no compiled selective-scan call')
     return calls[0]

@@ -14,6 +14,7 @@ int check_sizes(const SelectiveScanFwdParams& p) {
   if (p.batch < 0 || p.dim < 0 || p.seqlen < 0) return kInvalid;
   if (p.dstate < 1 || p.dstate > kMaxDState) return kInvalid;
   if (p.n_groups < 1 || p.dim % p.n_groups != 0) return kInvalid;
+  if (p.delta_lowrank != nullptr) return kInvalid;  // a low-rank delta is CPU-only
   return 0;
 }
 
