@@ -283,7 +283,8 @@ class BiMambaMixer(nn.Module):
     ``y = scan(u, softplus(dt_proj(dt)), A=-exp(A_log), B, C, D) * silu(z)``. The
     backward branch does the same on x and z reversed along L with the ``*_b``
     parameters and is reversed back. ``out = out_proj((y_f + y_b) / 2)`` (without
-    ``/ 2`` if not ``divide_out``).
+    ``/ 2`` if not ``divide_out``). mmssm applies the gate once, to the sum of the two
+    ungated scans: the same function (equal up to rounding), without reversing z.
 
     Parameters (official names): ``A_log, D, A_b_log, D_b`` (Di, N) / (Di,);
     ``in_proj`` (2Di, C) (rows [0, Di) -> x, [Di, 2Di) -> z); ``conv1d(_b)`` (Di, 1, K);
@@ -377,9 +378,10 @@ class BiMambaMixer(nn.Module):
             raise ValueError(f'BiMambaMixer expects (B, L, {self.embed_dims}), got '
                              f'{tuple(hidden.shape)}')
         di = self.d_inner
-        # in_proj as W @ hidden^T: channel-major (B, 2Di, L), so the route copies below
-        # read contiguous rows (transposing F.linear's (B, L, 2Di) output costs more than
-        # the GEMM's transposed operand: 5 ms of Vim-Ti's 87 ms at 224 on one core).
+        # in_proj as W @ hidden^T: channel-major (B, 2Di, L), the layout the routes are
+        # read from (transposing F.linear's (B, L, 2Di) output took two 170 us strided
+        # copies per block of Vim-Ti at 224 on one core; the transposed GEMM operand
+        # costs about 60 us).
         xz = torch.bmm(self.in_proj.weight.expand(batch, -1, -1), hidden.transpose(1, 2))
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]
