@@ -300,6 +300,14 @@ std::vector<Tensor> bwd(const Tensor& u, const Tensor& delta, const Tensor& A,
   return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias};
 }
 
+// The route ops' inputs: float32 CPU tensors.
+void check_float_cpu(const char* op, const Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), op, name, " must be a CPU tensor, got device ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, name, " must be float32, got ",
+              t.scalar_type());
+}
+
 // The fused route convolution (route_conv.h): x (B, D, L), weight (2D, K), bias (2D,)
 // or None, all float32 -> (B, 2, D, L).
 Tensor route_conv_silu(const Tensor& x, const Tensor& weight,
@@ -312,12 +320,8 @@ Tensor route_conv_silu(const Tensor& x, const Tensor& weight,
                   weight.size(1) >= 1,
               op, "weight must be (2 * dim, K) = (", 2 * dim, ", K) for x ", shape_str(x),
               ", got ", weight.defined() ? shape_str(weight) : std::string("undefined"));
-  for (const Tensor* t : {&x, &weight}) {
-    TORCH_CHECK(t->device().is_cpu(), op, (t == &x ? "x" : "weight"),
-                " must be a CPU tensor, got device ", t->device());
-    TORCH_CHECK(t->scalar_type() == at::kFloat, op, (t == &x ? "x" : "weight"),
-                " must be float32, got ", t->scalar_type());
-  }
+  check_float_cpu(op, x, "x");
+  check_float_cpu(op, weight, "weight");
   Tensor b;
   if (bias.has_value() && bias->defined()) {
     b = *bias;
@@ -354,9 +358,7 @@ Tensor route_merge_gate(const Tensor& ys, const std::optional<Tensor>& z, double
   TORCH_CHECK(ys.defined() && ys.dim() == 4 && ys.size(1) == 2, op,
               "ys must be (batch, 2, dim, L), got ",
               ys.defined() ? shape_str(ys) : std::string("undefined"));
-  TORCH_CHECK(ys.device().is_cpu(), op, "ys must be a CPU tensor, got device ", ys.device());
-  TORCH_CHECK(ys.scalar_type() == at::kFloat, op, "ys must be float32, got ",
-              ys.scalar_type());
+  check_float_cpu(op, ys, "ys");
   const int64_t batch = ys.size(0), dim = ys.size(2), seqlen = ys.size(3);
   Tensor zc;
   if (z.has_value() && z->defined()) {

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .scan_patterns import gather_routes, merge_routes
-from .selective_scan import resolve_backend
+from .selective_scan import cpu_kernel_applies
 
 Tensor = torch.Tensor
 
@@ -45,20 +45,14 @@ def _as_taps(weight: Tensor, channels: int) -> Tensor:
 
 
 def _fused_applies(tensors, backend: Optional[str], entry: str) -> bool:
-    """Whether the compiled CPU kernel ``entry`` of mmssm._C runs for these tensors."""
+    """Whether the fused kernel ``entry`` runs for these tensors: float32 inference
+    (no autograd graph to build) where :func:`cpu_kernel_applies`."""
     tensors = [t for t in tensors if t is not None]
-    x = tensors[0]
-    if x.device.type != 'cpu' or any(t.dtype != torch.float32 for t in tensors):
+    if any(t.dtype != torch.float32 for t in tensors):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False  # training: the composite path has the autograd graph
-    if (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.is_autocast_enabled('cpu')):
-        return False
-    if resolve_backend(backend, x.device) != 'cpu':
-        return False
-    from .kernels import backend_available, load_backend
-    return backend_available('cpu') and hasattr(load_backend('cpu'), entry)
+    return cpu_kernel_applies(tensors[0].device, backend, entry)
 
 
 def bidirectional_conv_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,

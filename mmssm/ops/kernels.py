@@ -242,14 +242,15 @@ class SelectiveScanLowRankFn(torch.autograd.Function):
         w_dtype, A_dtype, B_dtype, C_dtype, D_dtype, bias_dtype = ctx.grad_dtypes
         dout = _last_dim_contiguous(dout.to(u.dtype))
         with torch.autocast(device_type='cpu', enabled=False):
-            delta = grouped_lowrank_delta(low, weight.to(u.dtype))
+            weight_u = weight.to(u.dtype)
+            delta = grouped_lowrank_delta(low, weight_u)
             du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = ctx.module.bwd(
                 u, delta, A, B, C, D, z, delta_bias, dout, chunk_states,
                 ctx.delta_softplus)
             batch, groups, rank, length = low.shape
             per_group = weight.shape[0] // groups
             dgrouped = ddelta.view(batch, groups, per_group, length)
-            w = weight.to(u.dtype).view(groups, per_group, rank)
+            w = weight_u.view(groups, per_group, rank)
             dlow = torch.matmul(w.transpose(1, 2), dgrouped)
             dweight = torch.matmul(dgrouped, low.transpose(2, 3)).sum(0).reshape(-1, rank)
         grads = [du, dlow, _cast_grad(dweight, w_dtype), _cast_grad(dA, A_dtype),

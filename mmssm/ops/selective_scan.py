@@ -164,6 +164,21 @@ def resolve_backend(backend: Optional[str], device: torch.device,
     return backend
 
 
+def cpu_kernel_applies(device: torch.device, backend: Optional[str], entry: str) -> bool:
+    """Whether a call on ``device`` may run the fused CPU kernel ``entry`` of
+    ``mmssm._C`` (``fwd_lowrank``, ``route_conv_silu``, ``route_merge_gate``): the
+    ``backend`` resolves to ``'cpu'`` for a CPU tensor, the extension is built with that
+    entry, and nothing needs the ops spelled out as torch ops -- autocast (which chooses
+    their dtypes), a JIT trace (FLOP counting) or an ONNX export."""
+    if device.type != 'cpu' or resolve_backend(backend, device) != 'cpu':
+        return False
+    if (torch.is_autocast_enabled('cpu') or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
+        return False
+    from .kernels import backend_available, load_backend
+    return backend_available('cpu') and hasattr(load_backend('cpu'), entry)
+
+
 @contextlib.contextmanager
 def scan_backend(backend: str, opaque_reference: bool = False) -> Iterator[str]:
     """Run every ``selective_scan`` called without an explicit ``backend`` inside the
@@ -295,13 +310,7 @@ def selective_scan_lowrank(
         if t.device != u.device:
             raise ValueError(f'selective_scan_lowrank: {name} is on {t.device} but u is on '
                              f'{u.device}; all inputs must be on one device')
-    fused = (resolve_backend(backend, u.device) == 'cpu' and u.device.type == 'cpu'
-             and not torch.is_autocast_enabled('cpu') and not torch.jit.is_tracing()
-             and not torch.onnx.is_in_onnx_export())
-    if fused:
-        from .kernels import backend_available, load_backend
-        fused = backend_available('cpu') and hasattr(load_backend('cpu'), 'fwd_lowrank')
-    if not fused:
+    if not cpu_kernel_applies(u.device, backend, 'fwd_lowrank'):
         from .kernels import grouped_lowrank_delta
         delta = grouped_lowrank_delta(delta_lowrank, delta_weight.to(u.dtype))
         return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
