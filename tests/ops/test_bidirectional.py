@@ -1,18 +1,13 @@
 """mmssm.ops.bidirectional: Vim's per-direction causal conv + SiLU, fused (mmssm._C) and
 composite, against a float64 reference written from the definition."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from cpu_runs import for_thread_counts, run_with_cpu_isa
 
-from mmssm.ops.kernels import backend_available, load_backend
 from mmssm.ops.bidirectional import bidirectional_conv_silu, bidirectional_merge_gate
+from mmssm.ops.kernels import backend_available, load_backend
 
-ROOT = Path(__file__).resolve().parents[2]
 needs_c = pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
 # (B, D, L, K, bias): L below / equal to / not a multiple of every SIMD width, L < K,
 # K = 1, D not a multiple of the 8-row work items.
@@ -51,6 +46,16 @@ def assert_close(actual, expected):
     torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def count_kernel_calls(monkeypatch, entry):
+    """A list that gets one item per call of mmssm._C's ``entry``."""
+    module = load_backend('cpu')
+    calls = []
+    fused = getattr(module, entry)
+    monkeypatch.setattr(module, entry, lambda *a: calls.append(1) or fused(*a),
+                        raising=True)
+    return calls
+
+
 @needs_c
 @pytest.mark.parametrize('case', CASES, ids=str)
 @pytest.mark.parametrize('backend', ['cpu', 'torch'])
@@ -80,11 +85,7 @@ def test_strided_inputs():
 @needs_c
 def test_dispatch(monkeypatch):
     """The fused kernel runs for CPU float32 inference and nothing else."""
-    module = load_backend('cpu')
-    calls = []
-    fused = module.route_conv_silu
-    monkeypatch.setattr(module, 'route_conv_silu',
-                        lambda *a: calls.append(1) or fused(*a), raising=True)
+    calls = count_kernel_calls(monkeypatch, 'route_conv_silu')
     x, weight, bias = make(1, 8, 20, 4, True)
     with torch.no_grad():
         bidirectional_conv_silu(x, weight, bias)
@@ -109,17 +110,14 @@ def test_dispatch(monkeypatch):
 
 
 @needs_c
-def test_threads_do_not_change_results():
-    x, weight, bias = make(2, 96, 197, 4, True)
-    before = torch.get_num_threads()
-    try:
-        with torch.no_grad():
-            torch.set_num_threads(1)
-            one = bidirectional_conv_silu(x, weight, bias)
-            torch.set_num_threads(2)
-            two = bidirectional_conv_silu(x, weight, bias)
-    finally:
-        torch.set_num_threads(before)
+@pytest.mark.parametrize('op', ['conv', 'merge'])
+def test_threads_do_not_change_results(op):
+    if op == 'conv':
+        args, fn = make(2, 96, 197, 4, True), bidirectional_conv_silu
+    else:
+        args, fn = make_merge(2, 96, 197, True, 0.5), bidirectional_merge_gate
+    with torch.no_grad():
+        one, two = for_thread_counts(lambda: fn(*args))
     assert torch.equal(one, two)
 
 
@@ -165,14 +163,7 @@ def test_instruction_sets(isa, tmp_path):
     process: a subprocess)."""
     cases = [make(*case, seed=i) for i, case in enumerate(CASES)]
     merges = [make_merge(*case, seed=i) for i, case in enumerate(MERGE_CASES)]
-    torch.save((cases, merges), tmp_path / 'in.pt')
-    env = dict(os.environ, MMSSM_CPU_ISA=isa,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'in.pt'),
-                           str(tmp_path / 'out.pt')], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    convs, merged = torch.load(tmp_path / 'out.pt')
+    convs, merged = run_with_cpu_isa(isa, CHILD, (cases, merges), tmp_path, timeout=300)
     for case, out in zip(cases, convs):
         assert_close(out, reference(*case))
     for case, out in zip(merges, merged):
@@ -211,11 +202,7 @@ def test_merge_gate_matches_reference(case, backend):
 
 @needs_c
 def test_merge_gate_dispatch_gradients_and_strided_gate(monkeypatch):
-    module = load_backend('cpu')
-    calls = []
-    fused = module.route_merge_gate
-    monkeypatch.setattr(module, 'route_merge_gate',
-                        lambda *a: calls.append(1) or fused(*a), raising=True)
+    calls = count_kernel_calls(monkeypatch, 'route_merge_gate')
     ys, z, _ = make_merge(2, 12, 30, True, 0.5)
     wide = torch.zeros(2, 24, 30)
     wide[:, 12:] = z  # z as the second half of Vim's in_proj output
@@ -231,21 +218,6 @@ def test_merge_gate_dispatch_gradients_and_strided_gate(monkeypatch):
     merge_reference(ref_ys, ref_z, 0.5).sum().backward()
     torch.testing.assert_close(leaf_z.grad.double(), ref_z.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(leaf_ys.grad.double(), ref_ys.grad, rtol=1e-5, atol=1e-5)
-
-
-@needs_c
-def test_merge_gate_threads_do_not_change_results():
-    ys, z, scale = make_merge(2, 96, 197, True, 0.5)
-    before = torch.get_num_threads()
-    try:
-        with torch.no_grad():
-            torch.set_num_threads(1)
-            one = bidirectional_merge_gate(ys, z, scale)
-            torch.set_num_threads(2)
-            two = bidirectional_merge_gate(ys, z, scale)
-    finally:
-        torch.set_num_threads(before)
-    assert torch.equal(one, two)
 
 
 def test_merge_gate_errors():

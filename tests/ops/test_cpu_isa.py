@@ -6,18 +6,13 @@ rest of the op tests exercise only that one. ``MMSSM_CPU_ISA`` (read once per pr
 lowers the choice: here each lower set runs forward + backward in a subprocess and is
 checked against the float64 reference with the tolerances of test_selective_scan.py.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from cpu_runs import run_with_cpu_isa
 
 from mmssm.ops import selective_scan_reference
 from mmssm.ops.kernels import backend_available
 
-ROOT = Path(__file__).resolve().parents[2]
 # (L, N, G, dtype, gate): partial blocks and tiles, N = 1 / 16 / other, every dtype.
 CASES = [(130, 1, 4, torch.float32, True), (100, 16, 1, torch.bfloat16, True),
          (70, 5, 2, torch.float16, False), (40, 16, 2, torch.float64, True)]
@@ -71,14 +66,7 @@ def close(name, actual, expected, rtol, atol):
 @pytest.mark.parametrize('isa', ['generic', 'avx2'])
 def test_instruction_set_matches_reference(isa, tmp_path):
     cases = [make_case(*case, seed=i) for i, case in enumerate(CASES)]
-    torch.save(cases, tmp_path / 'in.pt')
-    env = dict(os.environ, MMSSM_CPU_ISA=isa,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'in.pt'),
-                           str(tmp_path / 'out.pt')], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = torch.load(tmp_path / 'out.pt')
+    results = run_with_cpu_isa(isa, CHILD, cases, tmp_path)
     for (inputs, grad), (out, last, grads), case in zip(cases, results, CASES):
         dtype = case[3]
         rtol, atol = TOL[dtype]

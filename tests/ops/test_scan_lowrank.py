@@ -2,19 +2,13 @@
 projection), formed inside the CPU kernel (``mmssm._C.fwd_lowrank``), against the same
 scan with delta formed by a matmul (the float64 reference and the ordinary kernel):
 outputs, last state and every gradient, the fallbacks and the errors."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from cpu_runs import for_thread_counts, run_with_cpu_isa
 
-from mmssm.ops import selective_scan, selective_scan_lowrank
-from mmssm.ops import kernels
+from mmssm.ops import kernels, selective_scan, selective_scan_lowrank
 from mmssm.ops.kernels import backend_available, grouped_lowrank_delta, load_backend
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
 # (L, N, G, R, dtype, gate): partial blocks (64 steps) and tiles, N = 1 / 16 / other,
 # R = 1 / VMamba's 6 / Vim's 12, every dtype.
@@ -105,10 +99,9 @@ def test_the_kernel_runs_where_it_applies(monkeypatch):
     with torch.no_grad():
         fused = selective_scan_lowrank(**inputs, delta_softplus=True)
         assert len(calls) == 1
-        for kwargs in (dict(backend='torch'), ):
-            torch.testing.assert_close(selective_scan_lowrank(**inputs, **kwargs,
-                                                              delta_softplus=True), fused,
-                                       rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(selective_scan_lowrank(**inputs, backend='torch',
+                                                          delta_softplus=True), fused,
+                                   rtol=2e-5, atol=2e-5)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             selective_scan_lowrank(**inputs)
         torch.jit.trace(lambda u: selective_scan_lowrank(u, *list(inputs.values())[1:]),
@@ -118,15 +111,9 @@ def test_the_kernel_runs_where_it_applies(monkeypatch):
 
 def test_deterministic_across_thread_counts():
     inputs = make_case(300, 16, 2, 6, torch.float32, True)
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            with torch.no_grad():
-                results.append(selective_scan_lowrank(**inputs, delta_softplus=True))
-    finally:
-        torch.set_num_threads(before)
+    with torch.no_grad():
+        results = for_thread_counts(
+            lambda: selective_scan_lowrank(**inputs, delta_softplus=True))
     assert torch.equal(*results)
 
 
@@ -179,14 +166,8 @@ def test_instruction_sets(isa, tmp_path):
     """The kernel compiled for the lower instruction sets (MMSSM_CPU_ISA, read once per
     process: a subprocess)."""
     cases = [make_case(*case, seed=i) for i, case in enumerate(CASES)]
-    torch.save(cases, tmp_path / 'in.pt')
-    env = dict(os.environ, MMSSM_CPU_ISA=isa,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'in.pt'),
-                           str(tmp_path / 'out.pt')], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for spec, case, out in zip(CASES, cases, torch.load(tmp_path / 'out.pt')):
+    results = run_with_cpu_isa(isa, CHILD, cases, tmp_path, timeout=300)
+    for spec, case, out in zip(CASES, cases, results):
         with torch.no_grad():
             expected = formed(**case, delta_softplus=True)
         assert_close(f'{isa} {spec}', out, expected, TOL[spec[4]])
