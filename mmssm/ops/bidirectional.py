@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .scan_patterns import gather_routes, merge_routes
-from .selective_scan import cpu_kernel_applies
+from .selective_scan import fused_inference_applies
 
 Tensor = torch.Tensor
 
@@ -42,17 +42,6 @@ def _as_taps(weight: Tensor, channels: int) -> Tensor:
         raise ValueError(f'bidirectional_conv_silu: weight must be (2*D, 1, K) or (2*D, K) '
                          f'with D = {channels}, got {tuple(weight.shape)}')
     return taps
-
-
-def _fused_applies(tensors, backend: Optional[str], entry: str) -> bool:
-    """Whether the fused kernel ``entry`` runs for these tensors: float32 inference
-    (no autograd graph to build) where :func:`cpu_kernel_applies`."""
-    tensors = [t for t in tensors if t is not None]
-    if any(t.dtype != torch.float32 for t in tensors):
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False  # training: the composite path has the autograd graph
-    return cpu_kernel_applies(tensors[0].device, backend, entry)
 
 
 def bidirectional_conv_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
@@ -78,7 +67,7 @@ def bidirectional_conv_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = 
     if bias is not None and tuple(bias.shape) != (2 * channels, ):
         raise ValueError(f'bidirectional_conv_silu: bias must be ({2 * channels},), got '
                          f'{tuple(bias.shape)}')
-    if _fused_applies((x, taps, bias), backend, 'route_conv_silu'):
+    if fused_inference_applies((x, taps, bias), backend, 'route_conv_silu'):
         from .kernels import load_backend
         return load_backend('cpu').route_conv_silu(x, taps, bias)
     routes = gather_routes(x, 'bidirectional')  # (B, 2, D, L)
@@ -113,7 +102,7 @@ def bidirectional_merge_gate(ys: Tensor, z: Optional[Tensor] = None, scale: floa
     if z is not None and tuple(z.shape) != (batch, channels, length):
         raise ValueError(f'bidirectional_merge_gate: z must be {(batch, channels, length)} '
                          f'like one route of ys {tuple(ys.shape)}, got {tuple(z.shape)}')
-    if _fused_applies((ys, z), backend, 'route_merge_gate'):
+    if fused_inference_applies((ys, z), backend, 'route_merge_gate'):
         from .kernels import load_backend
         return load_backend('cpu').route_merge_gate(ys, z, float(scale))
     merged = merge_routes(ys, 'bidirectional', (length, ))

@@ -164,19 +164,35 @@ def resolve_backend(backend: Optional[str], device: torch.device,
     return backend
 
 
-def cpu_kernel_applies(device: torch.device, backend: Optional[str], entry: str) -> bool:
-    """Whether a call on ``device`` may run the fused CPU kernel ``entry`` of
-    ``mmssm._C`` (``fwd_lowrank``, ``route_conv_silu``, ``route_merge_gate``): the
-    ``backend`` resolves to ``'cpu'`` for a CPU tensor, the extension is built with that
-    entry, and nothing needs the ops spelled out as torch ops -- autocast (which chooses
-    their dtypes), a JIT trace (FLOP counting) or an ONNX export."""
+def cpu_kernel_applies(device: torch.device, backend: Optional[str],
+                       entry: Optional[str]) -> bool:
+    """Whether a call on ``device`` may run a fused CPU kernel: ``entry`` of
+    ``mmssm._C`` (``fwd_lowrank``, ``route_conv_silu``, ``route_merge_gate``), or, with
+    ``entry=None``, one of torch's own oneDNN kernels (:func:`mmssm.ops.linear.linear`).
+    It may where the ``backend`` resolves to ``'cpu'`` for a CPU tensor, the extension is
+    built with ``entry``, and nothing needs the ops spelled out as torch ops -- autocast
+    (which chooses their dtypes), a JIT trace (FLOP counting) or an ONNX export."""
     if device.type != 'cpu' or resolve_backend(backend, device) != 'cpu':
         return False
     if (torch.is_autocast_enabled('cpu') or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export()):
         return False
+    if entry is None:
+        return True
     from .kernels import backend_available, load_backend
     return backend_available('cpu') and hasattr(load_backend('cpu'), entry)
+
+
+def fused_inference_applies(tensors, backend: Optional[str], entry: Optional[str]) -> bool:
+    """Whether a fused float32 inference kernel (see :func:`cpu_kernel_applies`) runs for
+    ``tensors`` (None entries ignored): all are float32 and no autograd graph is to be
+    built through them (training takes the composite path, which has the graph)."""
+    tensors = [t for t in tensors if t is not None]
+    if any(t.dtype != torch.float32 for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return cpu_kernel_applies(tensors[0].device, backend, entry)
 
 
 @contextlib.contextmanager

@@ -169,13 +169,13 @@ def test_fused_route_ops_in_inference_equal_the_composite_path(monkeypatch):
     config, state_dict, case = fixture_cases(fixture)[0]
     model = from_official('vim', config, state_dict).eval()
     calls = []
-    fused = bidirectional._fused_applies
-    monkeypatch.setattr(bidirectional, '_fused_applies',
+    fused = bidirectional.fused_inference_applies
+    monkeypatch.setattr(bidirectional, 'fused_inference_applies',
                         lambda *a: calls.append(fused(*a)) or calls[-1])
     with torch.no_grad():
         outputs = model(case['input'])
     assert len(calls) == 2 * len(model.layers) and all(calls)
-    monkeypatch.setattr(bidirectional, '_fused_applies', lambda *a: False)
+    monkeypatch.setattr(bidirectional, 'fused_inference_applies', lambda *a: False)
     with torch.no_grad():
         composite = model(case['input'])
     for out, ref in zip(outputs, composite):

@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 
 from mmssm.registry import MODELS
-from ..layers import SS2D, DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates
+from ..layers import (SS2D, DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates,
+                      fusable_activation)
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
@@ -116,7 +117,12 @@ class ChannelMlp(nn.Module):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        fused = fusable_activation(self.act)
+        if fused is not None and (not self.training or isinstance(self.drop, nn.Identity)):
+            hidden = self.fc1(x, activation=fused)  # one pass (mmssm.ops.linear)
+        else:
+            hidden = self.drop(self.act(self.fc1(x)))
+        return self.drop(self.fc2(hidden))
 
 
 class VSSBlock(nn.Module):

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmssm.ops.linear import activate, linear
 from mmssm.ops.scan_lowering import pad_to_multiple
 
 Tensor = torch.Tensor
@@ -50,21 +51,44 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
-class Linear2d(nn.Linear):
+def fusable_activation(module: nn.Module) -> Optional[str]:
+    """The :func:`mmssm.ops.linear.linear` activation name that computes ``module``
+    (``'gelu'`` for an exact ``nn.GELU``, ``'silu'``, ``'relu'``), or None if it has none."""
+    if type(module) is nn.GELU and module.approximate == 'none':
+        return 'gelu'
+    return {nn.SiLU: 'silu', nn.ReLU: 'relu'}.get(type(module))
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, keys and initialisation) computed by
+    :func:`mmssm.ops.linear.linear`: oneDNN's linear on CPU float32 inference.
+
+    ``forward(x, activation=None)`` may fuse an activation (an
+    :func:`mmssm.ops.linear.linear` name) into the product.
+    """
+
+    def forward(self, x: Tensor, activation: Optional[str] = None) -> Tensor:
+        return linear(x, self.weight, self.bias, activation)
+
+
+class Linear2d(Linear):
     """A linear layer over the channels of an NCHW map (a 1x1 convolution) whose
     weight keeps the ``nn.Linear`` (out, in) shape, so checkpoints of either layout
     load unchanged.
 
     The output keeps the input's memory layout without a copy: a channels-last map (what
     :class:`LayerNorm2d` returns) is multiplied as the (B, H, W, C) matrix it is stored
-    as, a contiguous one goes through a 1x1 convolution.
+    as (:class:`Linear`), a contiguous one goes through a 1x1 convolution.
+    ``forward(x, activation=None)`` applies an activation of
+    :func:`mmssm.ops.linear.linear` after the product (fused into it where that is).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, activation: Optional[str] = None) -> Tensor:
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
                 memory_format=torch.channels_last):
-            return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+            return super().forward(x.permute(0, 2, 3, 1), activation).permute(0, 3, 1, 2)
+        out = F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        return activate(out, activation)
 
 
 class ChannelScaleConv(nn.Conv2d):
@@ -102,7 +126,7 @@ class PatchMerging2D(nn.Module):
         out_channels = 2 * in_channels if out_channels is None else out_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+        self.reduction = Linear(4 * in_channels, out_channels, bias=False)
         self.norm = nn.LayerNorm(4 * in_channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
