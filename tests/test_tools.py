@@ -98,23 +98,32 @@ def test_scan_is_counted_exactly_once(backend, with_d, with_z):
 
 def eager_scan_flops(model, inputs):
     """(calls, formula FLOPs) of the scans an eager forward really runs, from the
-    arguments each call of ``selective_scan`` / ``selective_scan_lowrank`` receives
-    (independent of the JIT trace; a low-rank call that falls back to ``selective_scan``
-    counts once)."""
-    ops_module = sys.modules['mmssm.ops.selective_scan']
+    arguments each call of ``selective_scan`` / ``selective_scan_lowrank`` /
+    ``selective_scan_routes`` receives (independent of the JIT trace; a call that falls
+    back to another of them counts once)."""
     seen = {'calls': 0, 'flops': 0, 'depth': 0}
     patched = []
 
-    def recorder(real, a_index):
+    def arg(args, kwargs, index, name):
+        return args[index] if len(args) > index else kwargs.get(name)
+
+    def plain(a_index):  # selective_scan(u, delta, A, ...) / _lowrank(u, low, w, A, ...)
+        def sizes(args, kwargs):
+            u, A = args[0], args[a_index]
+            return (*u.shape, A.shape[1], arg(args, kwargs, a_index + 3, 'D') is not None,
+                    arg(args, kwargs, a_index + 4, 'z') is not None)
+        return sizes
+
+    def routed(args, kwargs):  # selective_scan_routes(x, index, low, w, A, B, C, D, ...)
+        x, index, A = args[0], args[1], args[4]
+        return (x.shape[0], index.shape[0] * x.shape[2], index.shape[1], A.shape[1],
+                arg(args, kwargs, 7, 'D') is not None, False)
+
+    def recorder(real, sizes):
         def recording(*args, **kwargs):
             if seen['depth'] == 0:
-                u, A = args[0], args[a_index]
-                D = args[a_index + 3] if len(args) > a_index + 3 else kwargs.get('D')
-                z = args[a_index + 4] if len(args) > a_index + 4 else kwargs.get('z')
                 seen['calls'] += 1
-                seen['flops'] += selective_scan_flops(u.shape[0], u.shape[1], u.shape[2],
-                                                      A.shape[1], D is not None,
-                                                      z is not None)
+                seen['flops'] += selective_scan_flops(*sizes(args, kwargs))
             seen['depth'] += 1
             try:
                 return real(*args, **kwargs)
@@ -122,9 +131,12 @@ def eager_scan_flops(model, inputs):
                 seen['depth'] -= 1
         return recording
 
-    for name, a_index in (('selective_scan', 2), ('selective_scan_lowrank', 3)):
-        real = getattr(ops_module, name)
-        recording = recorder(real, a_index)
+    for module_name, name, sizes in (
+            ('mmssm.ops.selective_scan', 'selective_scan', plain(2)),
+            ('mmssm.ops.selective_scan', 'selective_scan_lowrank', plain(3)),
+            ('mmssm.ops.routed_scan', 'selective_scan_routes', routed)):
+        real = getattr(sys.modules[module_name], name)
+        recording = recorder(real, sizes)
         for module in [m for key, m in list(sys.modules.items())
                        if key.startswith('mmssm') and getattr(m, name, None) is real]:
             setattr(module, name, recording)

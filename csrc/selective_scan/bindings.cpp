@@ -221,6 +221,113 @@ std::vector<Tensor> fwd_lowrank(const Tensor& u, const Tensor& delta_lowrank,
                  delta_weight.contiguous());
 }
 
+// The routed forward (scan.h: route_index): the G routes of route_index (G, L) read from
+// x (batch, T, E) and summed back into out (batch, T, E) -- with merge false returned per
+// route step, (batch, G, L, E); delta_lowrank (batch, G, R, T),
+// B and C (batch, G, N, T) per token; A (G*E, N), delta_weight (G*E, R), D and
+// delta_bias (G*E,) per route channel. float32 or float64, forward only.
+Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delta_lowrank,
+                  const Tensor& delta_weight, const Tensor& A, const Tensor& B,
+                  const Tensor& C, const std::optional<Tensor>& D,
+                  const std::optional<Tensor>& delta_bias, bool delta_softplus, bool merge) {
+  TORCH_CHECK(x.defined() && x.dim() == 3, "selective_scan cpu: x must be (batch, T, E), ",
+              "got shape ", x.defined() ? shape_str(x) : std::string("undefined"));
+  TORCH_CHECK(x.device().is_cpu(), "selective_scan cpu: x must be a CPU tensor, got device ",
+              x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "selective_scan cpu: the routed forward takes float32 or float64 x, got ",
+              x.scalar_type());
+  TORCH_CHECK(route_index.defined() && route_index.dim() == 2 &&
+                  route_index.scalar_type() == at::kLong && route_index.device().is_cpu(),
+              "selective_scan cpu: route_index must be a (G, L) int64 CPU tensor, got ",
+              route_index.defined() ? shape_str(route_index) : std::string("undefined"));
+  TORCH_CHECK(A.defined() && A.dim() == 2, "selective_scan cpu: A must be (G*E, N), got ",
+              A.defined() ? shape_str(A) : std::string("undefined"));
+  TORCH_CHECK(delta_weight.defined() && delta_weight.dim() == 2 && delta_weight.size(1) >= 1,
+              "selective_scan cpu: delta_weight must be (G*E, R), got ",
+              delta_weight.defined() ? shape_str(delta_weight) : std::string("undefined"));
+  const at::ScalarType in_type = x.scalar_type();
+  const at::ScalarType acc_type = in_type;
+  const int64_t batch = x.size(0), tokens = x.size(1), channels = x.size(2);
+  const int64_t groups = route_index.size(0), seqlen = route_index.size(1);
+  const int64_t dim = groups * channels, dstate = A.size(1), rank = delta_weight.size(1);
+  TORCH_CHECK(groups >= 1 && dstate >= 1, "selective_scan cpu: route_index ",
+              shape_str(route_index), " and A ", shape_str(A), " need G >= 1 and N >= 1");
+  const char* input_rule = "x, delta_lowrank, B and C share x's dtype";
+  const char* weight_rule = "A, D, delta_bias and delta_weight use x's dtype";
+  check_tensor(A, "A", {dim, dstate}, acc_type, weight_rule);
+  check_tensor(delta_weight, "delta_weight", {dim, rank}, acc_type, weight_rule);
+  check_tensor(delta_lowrank, "delta_lowrank", {batch, groups, rank, tokens}, in_type,
+               input_rule);
+  check_tensor(B, "B", {batch, groups, dstate, tokens}, in_type, input_rule);
+  check_tensor(C, "C", {batch, groups, dstate, tokens}, in_type, input_rule);
+  Tensor D_c, bias_c;
+  if (D.has_value() && D->defined()) {
+    check_tensor(*D, "D", {dim}, acc_type, weight_rule);
+    D_c = D->contiguous();
+  }
+  if (delta_bias.has_value() && delta_bias->defined()) {
+    check_tensor(*delta_bias, "delta_bias", {dim}, acc_type, weight_rule);
+    bias_c = delta_bias->contiguous();
+  }
+  Tensor index = route_index.contiguous();
+  {
+    const int64_t* v = index.data_ptr<int64_t>();
+    for (int64_t i = 0; i < index.numel(); ++i) {
+      TORCH_CHECK(v[i] >= -1 && v[i] < tokens, "selective_scan cpu: route_index holds ", v[i],
+                  " at flat position ", i, "; entries must be in [-1, T) with T = ", tokens,
+                  " (x ", shape_str(x), ")");
+    }
+  }
+  Tensor x_c = (channels <= 1 || x.stride(2) == 1) ? x : x.contiguous();
+  Tensor low = last_dim_contiguous(delta_lowrank);
+  Tensor B_c = last_dim_contiguous(B), C_c = last_dim_contiguous(C);
+  Tensor A_c = A.contiguous(), W_c = delta_weight.contiguous();
+  Tensor out = merge ? at::zeros({batch, tokens, channels}, x.options())
+                     : at::empty({batch, groups, seqlen, channels}, x.options());
+
+  mmssm::SelectiveScanFwdParams p;
+  p.batch = batch;
+  p.dim = dim;
+  p.seqlen = seqlen;
+  p.dstate = dstate;
+  p.n_groups = groups;
+  p.input_type = scan_dtype(in_type);
+  p.delta_softplus = delta_softplus;
+  p.u = x_c.data_ptr();
+  p.u_batch_stride = x_c.stride(0);
+  p.u_token_stride = x_c.stride(1);
+  p.route_index = index.data_ptr<int64_t>();
+  p.tokens = tokens;
+  p.route_merge = merge;
+  p.delta_lowrank = low.data_ptr();
+  p.dl_batch_stride = low.stride(0);
+  p.dl_group_stride = low.stride(1);
+  p.dl_rank_stride = low.stride(2);
+  p.delta_weight = W_c.data_ptr();
+  p.delta_rank = rank;
+  p.B = B_c.data_ptr();
+  p.B_batch_stride = B_c.stride(0);
+  p.B_group_stride = B_c.stride(1);
+  p.B_dstate_stride = B_c.stride(2);
+  p.C = C_c.data_ptr();
+  p.C_batch_stride = C_c.stride(0);
+  p.C_group_stride = C_c.stride(1);
+  p.C_dstate_stride = C_c.stride(2);
+  p.A = A_c.data_ptr();
+  p.D = D_c.defined() ? D_c.data_ptr() : nullptr;
+  p.delta_bias = bias_c.defined() ? bias_c.data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
+  if (out.numel() == 0) return out;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::selective_scan_fwd_routes_cpu(p);
+  }
+  return out;
+}
+
 std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
                             const Tensor& delta_lowrank, const Tensor& delta_weight) {
   const Tensor& u = c.u;
@@ -409,6 +516,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("u"), pybind11::arg("delta_lowrank"), pybind11::arg("delta_weight"),
         pybind11::arg("A"), pybind11::arg("B"), pybind11::arg("C"), pybind11::arg("D"),
         pybind11::arg("z"), pybind11::arg("delta_bias"), pybind11::arg("delta_softplus"));
+  m.def("fwd_routes", &fwd_routes,
+        "fwd_routes(x, route_index, delta_lowrank, delta_weight, A, B, C, D, delta_bias, "
+        "delta_softplus, merge) -> out: the routes of route_index (G, L) scanned from the "
+        "token-major map x (batch, T, E) and summed back into out (batch, T, E), or with "
+        "merge false out (batch, G, L, E) per route step; delta_lowrank, B, C per token "
+        "(see csrc/selective_scan/scan.h: route_index)",
+        pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
+        pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
+        pybind11::arg("delta_softplus"), pybind11::arg("merge"));
   m.def("route_conv_silu", &route_conv_silu,
         "route_conv_silu(x, weight, bias) -> out: Vim's causal depthwise conv1d + bias + "
         "SiLU over x (B, D, L) read forward (route 0, weight[:D]) and reversed in time "

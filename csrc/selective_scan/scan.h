@@ -62,6 +62,23 @@ struct SelectiveScanFwdParams {
   const void* delta_weight = nullptr;
   int64_t delta_rank = 0;  // R
 
+  // CPU backend only, forward only, optional: "routed" mode
+  // (selective_scan_fwd_routes_cpu), the routes of a scan pattern read from and summed
+  // back into ONE token-major map. With E = dim / G channels per route and T tokens:
+  //   u_g[b, e, l]  = u[b, route_index[g, l], e]   (0 where route_index[g, l] = -1)
+  //   and likewise delta_lowrank, B and C, which are given per token: (batch, G, R or N, T)
+  //   out[b, t, e]  = sum over g, then l with route_index[g, l] = t, of y_g[b, e, l]
+  // where y_g is the scan of route g (channel rows g * E + e of A, D, delta_bias,
+  // delta_weight). u: (batch, T, E), channel stride 1 (u_batch_stride, u_token_stride);
+  // out: (batch, T, E) contiguous, zero-initialised by the caller -- or, with
+  // route_merge false, out[b, g, l, e] = y_g[b, e, l], (batch, G, L, E) contiguous (the
+  // routes' outputs token-major in route order, for a caller that normalises them before
+  // merging). delta_lowrank is required and z, last_state and chunk_states must be null.
+  const int64_t* route_index = nullptr;  // (G, L), contiguous, values in [-1, T)
+  int64_t tokens = 0;                    // T
+  bool route_merge = true;
+  int64_t u_token_stride = 0;
+
   // (batch, G, N, L), input dtype
   const void* B = nullptr;
   int64_t B_batch_stride = 0, B_group_stride = 0, B_dstate_stride = 0;
@@ -117,6 +134,8 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
 constexpr int64_t kCpuChunkSize = 64;
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
+// The routed forward (route_index set; float32 / float64 inputs).
+void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& params);
 // The instruction set the CPU kernels run with here: "avx512", "avx2" or "generic"
 // (the best this CPU has, or a lower one named by the environment variable
 // MMSSM_CPU_ISA=generic|avx2, read once).

@@ -230,3 +230,96 @@ def test_linear2d_keeps_the_layout_and_equals_the_1x1_conv():
     assert torch.allclose(lin(normed), F.conv2d(normed.contiguous(),
                                                 lin.weight[:, :, None, None], lin.bias),
                           rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('pattern, gated', [('cross', False), ('bidirectional', True)])
+def test_ss2d_routed_kernel_equals_the_gathered_path(pattern, gated, monkeypatch):
+    """CPU float32 inference scans a whole-map pattern with the routed kernel
+    (SelectiveScanRoutes.scan_map); it computes what gather -> scan_routes -> merge does.
+    Training, and a module whose merge is overridden, keep the three steps."""
+    from mmssm.ops.kernels import backend_available
+    if not backend_available('cpu'):
+        pytest.skip('mmssm._C is not built')
+    module = randomise(SS2D(d_model=8, d_inner=20, d_state=1, dt_rank=3, scan=pattern,
+                            gated=gated)).eval()
+    calls = []
+    real = SS2D.scan_map
+    monkeypatch.setattr(SS2D, 'scan_map', lambda self, *a: calls.append(1) or real(self, *a))
+    x = torch.randn(2, 8, 9, 11)
+    with torch.no_grad():
+        routed = module(x)
+        assert len(calls) == 1
+        monkeypatch.setattr(SS2D, 'routed_kernel_applies', lambda self, x: False)
+        gathered = module(x)
+    assert len(calls) == 1
+    torch.testing.assert_close(routed, gathered, rtol=1e-5, atol=1e-5)
+    monkeypatch.undo()
+    monkeypatch.setattr(SS2D, 'scan_map', lambda self, *a: calls.append(1) or real(self, *a))
+    module(x.requires_grad_()).sum().backward()  # training: autograd, gathered path
+    module.merge_routes = module.merge_routes  # an instance-level merge (parity helpers)
+    with torch.no_grad():
+        module(x)
+    assert len(calls) == 1
+
+
+def test_linear_fuses_its_activation_and_keeps_the_function():
+    """Linear / Linear2d(activation=...) and ChannelMlp compute act(x W^T + b) whichever
+    path runs: oneDNN's fused linear in float32 inference, F.linear + act otherwise."""
+    from mmssm.models.backbones.vmamba import ChannelMlp
+    from mmssm.models.layers import Linear, Linear2d, fusable_activation
+    torch.manual_seed(0)
+    lin, lin2d = Linear(6, 5), Linear2d(6, 5)
+    lin2d.load_state_dict(lin.state_dict())
+    x = torch.randn(2, 3, 4, 6)
+    nchw = x.permute(0, 3, 1, 2)  # channels-last memory
+    for act in (None, 'gelu', 'silu', 'relu'):
+        want = F.linear(x.double(), lin.weight.double(), lin.bias.double())
+        want = want if act is None else getattr(F, act)(want)
+        with torch.no_grad():
+            got = [lin(x, act), lin2d(nchw, act).permute(0, 2, 3, 1),
+                   lin2d(nchw.contiguous(), act).permute(0, 2, 3, 1)]
+        got.append(lin(x.requires_grad_(), act))
+        for out in got:
+            torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+        lin(x, 'tanh')
+    assert [fusable_activation(m) for m in (torch.nn.GELU(), torch.nn.GELU('tanh'),
+                                            torch.nn.SiLU(), torch.nn.ReLU(),
+                                            torch.nn.Sigmoid())] == [
+                                                'gelu', None, 'silu', 'relu', None]
+    mlp = ChannelMlp(6, 12, drop=0.5)
+    with torch.no_grad():
+        fused = mlp.eval()(nchw)
+        plain = mlp.fc2(mlp.act(mlp.fc1(nchw)))
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    mlp.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        dropped = mlp(nchw)  # training: dropout between act and fc2, so nothing is fused
+    assert not torch.allclose(dropped, fused, atol=1e-3)
+
+
+def test_linear_runs_onednn_where_it_applies(monkeypatch):
+    import mmssm.ops.linear as linear_op
+    seen = []
+    real = linear_op._onednn_linear
+
+    def spy():
+        fused = real()
+        return None if fused is None else (
+            lambda *a: seen.append(a[3]) or fused(*a))
+
+    monkeypatch.setattr(linear_op, '_onednn_linear', spy)
+    w, b = torch.randn(5, 6), torch.randn(5)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        linear_op.linear(x, w, b, 'gelu')
+        linear_op.linear(x.double(), w.double(), b.double())
+        linear_op.linear(x, w, b, backend='torch')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            linear_op.linear(x, w, b)
+    linear_op.linear(x, w.requires_grad_(), b)
+    if real() is None:
+        assert seen == []
+    else:
+        assert seen == ['gelu']

@@ -64,6 +64,7 @@ from benchmark_backbone import build_model, expand_models, parse_size  # noqa: E
 
 from mmssm import families  # noqa: E402
 from mmssm.deployment import RUNTIMES, RuntimeSession, compare_outputs, export_onnx  # noqa: E402
+from mmssm.models.layers import SelectiveScanRoutes  # noqa: E402
 from mmssm.ops import kernels, selective_scan  # noqa: E402
 
 
@@ -104,7 +105,9 @@ class ScanCall(nn.Module):
 def record_first_scan(model: nn.Module, x: torch.Tensor):
     """(ScanCall, activations) of the first compiled-kernel scan ``model(x)`` makes. A
     scan with a low-rank delta (``selective_scan_lowrank`` on the CPU kernel) is recorded
-    with its delta formed, as the standard scan the exported file computes."""
+    with its delta formed, as the standard scan the exported file computes; the routed
+    CPU kernel (gather + scan + merge in one call, SS2D / MSVMamba inference) is turned
+    off for the recording, so the scan is recorded as that standard call."""
     calls = []
     original = kernels.selective_scan_kernel
     original_lowrank = kernels.SelectiveScanLowRankFn
@@ -130,14 +133,17 @@ def record_first_scan(model: nn.Module, x: torch.Tensor):
             return original_lowrank.apply(u, low, weight, A, B, C, D, z, delta_bias,
                                           delta_softplus)
 
+    routed = SelectiveScanRoutes.routed_kernel_applies
     kernels.selective_scan_kernel = spy
     kernels.SelectiveScanLowRankFn = LowRankSpy
+    SelectiveScanRoutes.routed_kernel_applies = lambda self, x: False
     try:
         with torch.inference_mode():
             model(x)
     finally:
         kernels.selective_scan_kernel = original
         kernels.SelectiveScanLowRankFn = original_lowrank
+        SelectiveScanRoutes.routed_kernel_applies = routed
     if not calls:
         raise RuntimeError('the model made no compiled selective-scan call')
     return calls[0]

@@ -55,9 +55,10 @@ void reduce_partials(const SelectiveScanBwdParams& p, const BwdPartials& part,
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& p) {
   using namespace cpu;
   check_common(p);
-  if (p.delta_lowrank) {
+  if (p.delta_lowrank || p.route_index) {
     throw std::invalid_argument(
-        "selective_scan_bwd_cpu: the backward takes the full delta, not a low-rank one");
+        "selective_scan_bwd_cpu: the backward takes the full delta, not a low-rank one, "
+        "and no route_index");
   }
   const int64_t batch = p.batch, G = p.n_groups, n = p.dstate, L = p.seqlen;
   if (batch * p.dim == 0 || L == 0) return;

@@ -111,6 +111,10 @@ struct Kernels {
   int64_t (*route_merge_scratch_bytes)(const RouteMergeParams& p);
   void (*route_merge_rows)(const RouteMergeParams& p, int64_t begin, int64_t end,
                            void* scratch);
+  // One (batch b, channel tile) item of the routed forward (scan.h: route_index; float32
+  // and float64 inputs).
+  void (*fwd_routes_item)(const SelectiveScanFwdParams& p, const TileGrid& grid, int64_t b,
+                          int64_t tile, void* scratch);
 };
 
 namespace isa_generic {

@@ -7,11 +7,36 @@ namespace mmssm {
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& p) {
   using namespace cpu;
   check_common(p);
+  if (p.route_index) {
+    throw std::invalid_argument(
+        "selective_scan_fwd_cpu: route_index is set; the routed forward is "
+        "selective_scan_fwd_routes_cpu");
+  }
   const Kernels& k = kernels_for(p);
   const TileGrid grid(p, k.tile_width(p));
   if (p.seqlen == 0 || grid.tiles == 0) return;
   run_items(p, grid.tiles, p.batch * p.dim * p.seqlen * p.dstate, k.fwd_scratch_bytes(p),
             [&](int64_t i, void* scratch) { k.fwd_tile(p, grid[i], scratch); });
+}
+
+void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& p) {
+  using namespace cpu;
+  check_common(p);
+  if (!p.route_index || !p.delta_lowrank || p.z || p.last_state || p.chunk_states ||
+      p.tokens < 0 ||
+      !(p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64)) {
+    throw std::invalid_argument(
+        "selective_scan_cpu routed forward: needs route_index, a low-rank delta and "
+        "float32 / float64 inputs, and takes no z, last_state or chunk_states");
+  }
+  const Kernels& k = kernels_for(p);
+  const TileGrid grid(p, k.tile_width(p));
+  if (p.seqlen == 0 || grid.tiles == 0) return;
+  run_items(p, p.batch * grid.tiles_per_group, p.batch * p.dim * p.seqlen * p.dstate,
+            k.fwd_scratch_bytes(p), [&](int64_t i, void* scratch) {
+              k.fwd_routes_item(p, grid, i / grid.tiles_per_group, i % grid.tiles_per_group,
+                                scratch);
+            });
 }
 
 }  // namespace mmssm

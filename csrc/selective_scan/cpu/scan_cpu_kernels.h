@@ -405,6 +405,134 @@ __attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const T
   }
 }
 
+// ---- routed forward ----------------------------------------------------------------------
+//
+// The routes of a scan pattern read straight from one token-major map and summed straight
+// back into one (scan.h: route_index; selective_scan_fwd_routes_cpu). The W channels of a
+// tile are W consecutive floats of a token's row, so step i of a route is one vector
+// load of the token index[i] (no transpose, no gathered copy of the map) and its output
+// one vector add into that token's row. The per-token low-rank delta / B / C rows are read
+// at index[i] too. An item is one (batch, channel tile) and walks the routes in order,
+// so the sum over routes is formed in a fixed order by one worker.
+
+// Lane row `lanes` <= W values at p, as a vector (0 in missing lanes).
+template <typename in_t>
+MMSSM_INLINE Vec<acc_of<in_t>> load_lane_row(const in_t* p, int64_t lanes) {
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  if (lanes == kW) return load_acc(p);
+  in_t padded[kW];
+  std::memset(static_cast<void*>(padded), 0, sizeof(padded));
+  std::memcpy(static_cast<void*>(padded), p, lanes * sizeof(in_t));
+  return load_acc(padded);
+}
+
+// p[0 .. lanes) += the first `lanes` lanes of v.
+template <typename in_t>
+MMSSM_INLINE void add_lane_row(in_t* p, int64_t lanes, const Vec<acc_of<in_t>>& v) {
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  if (lanes == kW) {
+    store_acc(p, load_acc(p) + v);
+    return;
+  }
+  in_t padded[kW];
+  std::memset(static_cast<void*>(padded), 0, sizeof(padded));
+  std::memcpy(static_cast<void*>(padded), p, lanes * sizeof(in_t));
+  store_acc(padded, load_acc(padded) + v);
+  std::memcpy(static_cast<void*>(p), padded, lanes * sizeof(in_t));
+}
+
+// p[0 .. lanes) = the first `lanes` lanes of v.
+template <typename in_t>
+MMSSM_INLINE void store_lane_row(in_t* p, int64_t lanes, const Vec<acc_of<in_t>>& v) {
+  constexpr int kW = kLanes<acc_of<in_t>>;
+  if (lanes == kW) {
+    store_acc(p, v);
+    return;
+  }
+  in_t padded[kW];
+  store_acc(padded, v);
+  std::memcpy(static_cast<void*>(p), padded, lanes * sizeof(in_t));
+}
+
+// dst[s * kBlock + i] = src[s * row_stride + index[i]] (0 where index[i] < 0) as acc_t,
+// for s < rows, i < len; zeros from len up to the next multiple of W.
+template <typename in_t>
+MMSSM_INLINE void gather_rows(const in_t* src, int64_t row_stride, int64_t rows,
+                              const int64_t* index, int64_t len, acc_of<in_t>* dst) {
+  using acc_t = acc_of<in_t>;
+  constexpr int kW = kLanes<acc_t>;
+  const int64_t padded = (len + kW - 1) / kW * kW;
+  for (int64_t s = 0; s < rows; ++s) {
+    const in_t* row = src + s * row_stride;
+    acc_t* out = dst + s * kBlock;
+    for (int64_t i = 0; i < len; ++i) {
+      out[i] = index[i] >= 0 ? static_cast<acc_t>(row[index[i]]) : acc_t(0);
+    }
+    for (int64_t i = len; i < padded; ++i) out[i] = acc_t(0);
+  }
+}
+
+// One (batch, channel tile) item of the routed forward: the tile's channels in every
+// route g = 0 .. G-1, added into out (zero-initialised by the caller), or with
+// route_merge false stored per route step.
+template <typename in_t, int kN>
+__attribute__((noinline)) void fwd_routes_item(const SelectiveScanFwdParams& p,
+                                               const TileGrid& grid, int64_t b,
+                                               int64_t tile, void* scratch) {
+  using acc_t = acc_of<in_t>;
+  using V = Vec<acc_t>;
+  const int64_t n = kN > 0 ? kN : p.dstate;
+  const int64_t L = p.seqlen, E = grid.per_group;
+  const int64_t rank = p.delta_rank;
+  FwdScratch<acc_t> s(scratch, n, rank);
+  const in_t* x = static_cast<const in_t*>(p.u) + b * p.u_batch_stride;
+  in_t* out = static_cast<in_t*>(p.out) + b * p.tokens * E;                 // merged
+  in_t* out_routes = static_cast<in_t*>(p.out) + b * p.n_groups * L * E;  // per step
+
+  for (int64_t g = 0; g < p.n_groups; ++g) {
+    const Tile t = grid.at(b, g, tile);
+    const int64_t e0 = t.d0 - g * E, lanes = t.lanes;
+    const int64_t* route = p.route_index + g * L;
+    const in_t* low = static_cast<const in_t*>(p.delta_lowrank) + b * p.dl_batch_stride +
+                      g * p.dl_group_stride;
+    const in_t* B = static_cast<const in_t*>(p.B) + b * p.B_batch_stride +
+                    g * p.B_group_stride;
+    const in_t* C = static_cast<const in_t*>(p.C) + b * p.C_batch_stride +
+                    g * p.C_group_stride;
+    lane_constants(static_cast<const acc_t*>(p.delta_weight), t.d0, lanes, rank, s.W);
+    lane_constants_log2e(static_cast<const acc_t*>(p.A), t.d0, lanes, n, s.A2);
+    V bias, Dv;
+    lane_constants(static_cast<const acc_t*>(p.delta_bias), t.d0, lanes, 1, &bias);
+    lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
+    for (int64_t k = 0; k < n; ++k) s.h[k] = V{};
+
+    for (int64_t l0 = 0; l0 < L; l0 += kBlock) {
+      const int64_t len = std::min(kBlock, L - l0);
+      const int64_t* index = route + l0;
+      for (int64_t i = 0; i < len; ++i) {
+        s.u[i] = index[i] >= 0 ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes)
+                               : V{};
+      }
+      gather_rows(low, p.dl_rank_stride, rank, index, len, s.low);
+      lowrank_delta(s.W, s.low, rank, len, s.delta);
+      gather_rows(B, p.B_dstate_stride, n, index, len, s.B);
+      gather_rows(C, p.C_dstate_stride, n, index, len, s.C);
+      time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
+      for (int64_t i = 0; i < len; ++i) s.y[i] = Dv * s.u[i];
+      advance_all_states<kN, true, false>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len, s.y,
+                                          static_cast<V*>(nullptr));
+      if (p.route_merge) {
+        for (int64_t i = 0; i < len; ++i) {
+          if (index[i] >= 0) add_lane_row(out + index[i] * E + e0, lanes, s.y[i]);
+        }
+      } else {
+        in_t* steps = out_routes + (g * L + l0) * E + e0;
+        for (int64_t i = 0; i < len; ++i) store_lane_row(steps + i * E, lanes, s.y[i]);
+      }
+    }
+  }
+}
+
 // ---- backward ---------------------------------------------------------------------------
 
 // Sums over the lanes of W vectors at a time, added to out_a[at[j]] / out_b[at[j]].
@@ -710,6 +838,16 @@ struct BwdItemTiles {
   }
 };
 
+template <typename in_t, int kN>
+struct FwdRoutesItem {
+  static MMSSM_INLINE void run(const SelectiveScanFwdParams& p, const TileGrid& grid,
+                               int64_t b, int64_t tile, void* scratch) {
+    if constexpr (std::is_same<in_t, float>::value || std::is_same<in_t, double>::value) {
+      fwd_routes_item<in_t, kN>(p, grid, b, tile, scratch);
+    }
+  }
+};
+
 inline int64_t tile_width(const SelectiveScanFwdParams& p) {
   return p.input_type == ScanDType::kFloat64 ? kLanes<double> : kLanes<float>;
 }
@@ -728,6 +866,11 @@ inline int64_t bwd_scratch_bytes(const SelectiveScanBwdParams& p) {
 
 inline void fwd_tile_entry(const SelectiveScanFwdParams& p, const Tile& t, void* scratch) {
   dispatch_dtype_n<FwdTile>(p, p, t, scratch);
+}
+
+inline void fwd_routes_entry(const SelectiveScanFwdParams& p, const TileGrid& grid,
+                             int64_t b, int64_t tile, void* scratch) {
+  dispatch_dtype_n<FwdRoutesItem>(p, p, grid, b, tile, scratch);
 }
 
 inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
@@ -749,7 +892,7 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
                            bwd_scratch_bytes, fwd_tile_entry,                        \
                            bwd_item_entry,   route_conv_scratch_bytes,               \
                            route_conv_rows,  route_merge_scratch_bytes,              \
-                           route_merge_rows};                                        \
+                           route_merge_rows, fwd_routes_entry};                      \
   }                                                                               \
   }                                                                               \
   }

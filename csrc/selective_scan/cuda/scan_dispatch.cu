@@ -15,6 +15,7 @@ int check_sizes(const SelectiveScanFwdParams& p) {
   if (p.dstate < 1 || p.dstate > kMaxDState) return kInvalid;
   if (p.n_groups < 1 || p.dim % p.n_groups != 0) return kInvalid;
   if (p.delta_lowrank != nullptr) return kInvalid;  // a low-rank delta is CPU-only
+  if (p.route_index != nullptr) return kInvalid;    // so is the routed forward
   return 0;
 }
 

@@ -27,9 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmssm.ops.scan_patterns import gather_routes, merge_routes
+from mmssm.ops.linear import linear
+from mmssm.ops.routed_scan import merge_token_routes
+from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.registry import MODELS
-from ..layers import DropPath, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite, drop_path_rates
+from ..layers import (DropPath, Linear, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite,
+                      drop_path_rates)
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
@@ -56,10 +59,13 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class ConvFFN(nn.Module):
-    """MSVMamba's convolutional FFN on an NCHW map.
+    """MSVMamba's convolutional FFN, channels-last in and out: (B, H, W, C) -> (B, H, W, C).
 
     ``h = linear1(x); h = h + dwc(h); out = linear2(gelu(h))`` with dropout after both
-    1x1 convolutions. The 1x1s are Conv2d (4-D weights) as in the checkpoints.
+    1x1 convolutions. The 1x1s are Conv2d (4-D weights) as in the checkpoints; they are
+    applied as linear maps over the channels of the token-major map
+    (:func:`mmssm.ops.linear.linear`), and the depthwise conv reads its channels-last
+    view, so no layout copy is made.
 
     Args:
         channels (int): C, input/output channels.
@@ -78,9 +84,10 @@ class ConvFFN(nn.Module):
         self.dwc = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.drop1(self.linear1(x))
-        x = self.act(x + self.dwc(x))
-        return self.drop2(self.linear2(x))
+        x = self.drop1(linear(x, self.linear1.weight.flatten(1), self.linear1.bias))
+        x = x.permute(0, 3, 1, 2)  # (B, hidden, H, W) in channels-last memory
+        x = self.act(x + self.dwc(x)).permute(0, 2, 3, 1)
+        return self.drop2(linear(x, self.linear2.weight.flatten(1), self.linear2.bias))
 
 
 class MultiScaleSS2D(SelectiveScanRoutes):
@@ -109,18 +116,28 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         if use_se:
             self.se = SqueezeExcite(d_inner, d_inner // 8, bias=False)
         self.use_se = use_se
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.in_proj = Linear(d_model, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner,
                                 bias=conv_bias)
         self.conv2d_b1 = nn.Conv2d(d_inner, d_inner, 7, stride=2, padding=3,
                                    groups=d_inner, bias=conv_bias)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.out_proj = Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def _scan_branch(self, x: Tensor, pattern: str, slot: int) -> Tensor:
         """Scan the NCHW map ``x`` along the scan pattern ``pattern`` with parameter
         ``slot``, normalise every token with ``out_norm`` and sum the result back onto
         the pixels."""
+        if self.routed_kernel_applies(x):
+            # CPU float32 inference: the routed kernel reads the route from the map and
+            # returns its outputs token-major per step, normalised in place and summed.
+            batch, channels, height, width = x.shape
+            index = get_scan_pattern(pattern).index(height, width, x.device)
+            ys = self.out_norm(self.scan_map(x, index, slot, merge=False)).to(x.dtype)
+            # ('row' visits every token once in order: its merge is the identity)
+            y = ys[:, 0] if pattern == 'row' else merge_token_routes(ys, index,
+                                                                      height * width)
+            return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
         ys = self.scan_routes(gather_routes(x, pattern), first_route=slot)  # (B, 1, E, L)
         ys = self.out_norm(ys.transpose(2, 3)).transpose(2, 3).to(x.dtype)
         return merge_routes(ys, pattern, tuple(x.shape[2:]))
@@ -130,7 +147,11 @@ class MultiScaleSS2D(SelectiveScanRoutes):
             raise ValueError(f'MultiScaleSS2D expects (B, H, W, {self.d_model}), '
                              f'got {tuple(x.shape)}')
         height, width = x.shape[1:3]
-        x, z = self.in_proj(x).chunk(2, dim=-1)
+        # in_proj's two halves as two products: x and z come out contiguous, so the
+        # convs read x's channels-last view without a copy (chunking one product would
+        # leave both strided).
+        weight = self.in_proj.weight
+        x, z = linear(x, weight[:self.d_inner]), linear(x, weight[self.d_inner:])
         x = x.permute(0, 3, 1, 2)
         full = F.silu(self.conv2d(x))
         low = F.silu(self.conv2d_b1(x))  # from the pre-3x3 input, as in the official code
@@ -171,8 +192,7 @@ class MSVSSBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.op(self.norm(x)))
-        ffn = self.convFFN(self.norm2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x + self.drop_path(ffn)
+        return x + self.drop_path(self.convFFN(self.norm2(x)))
 
 
 def stage_widths(dims: Union[int, Sequence[int]], num_stages: int) -> List[int]:

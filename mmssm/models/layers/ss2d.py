@@ -10,6 +10,9 @@ each route being one group of B/C. :class:`SS2D` wraps it into the 2-D token mix
 
 where the scan pattern is one of :data:`mmssm.ops.scan_patterns.SCAN_PATTERNS`
 ('cross' for VMamba, 'atrous' for EfficientVMamba, 'bidirectional' for MobileMamba).
+In CPU float32 inference the middle three steps run as one routed kernel
+(:meth:`SelectiveScanRoutes.scan_map`, :func:`mmssm.ops.routed_scan.selective_scan_routes`)
+that reads the routes straight from the map and sums their outputs straight back.
 MSVMamba's two-resolution mixer reuses :class:`SelectiveScanRoutes` directly, and Vim's
 bidirectional mixer (whose parameters are laid out per direction) the functions
 :func:`scan_routes` and :func:`init_dt_projection` / :func:`init_s4d_real`.
@@ -22,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops import selective_scan_lowrank
+from mmssm.ops.routed_scan import selective_scan_routes
+from mmssm.ops.selective_scan import fused_inference_applies
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from .common import LayerNorm2d, Linear2d
 
@@ -174,6 +179,54 @@ class SelectiveScanRoutes(nn.Module):
                            self.dt_projs_bias[sl], self.A_logs[rows], self.Ds[rows])
 
 
+    def routed_kernel_applies(self, x: Tensor) -> bool:
+        """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernel (CPU float32
+        inference, see :func:`~mmssm.ops.routed_scan.selective_scan_routes`)."""
+        return fused_inference_applies((x, self.x_proj_weight, self.dt_projs_weight),
+                                       None, 'fwd_routes')
+
+    def scan_map(self, x: Tensor, index: Tensor, first_route: int = 0,
+                 merge: bool = True) -> Tensor:
+        """Gather the K routes of ``index`` from the map ``x``, scan them with parameter
+        slots ``first_route .. first_route + K - 1`` and merge their outputs back:
+        ``merge(scan_routes(gather(x)))``
+        (:func:`~mmssm.ops.routed_scan.selective_scan_routes`), with ``x_proj`` applied
+        to the map's tokens once per route instead of to the gathered copies.
+
+        Args:
+            x: (B, E, H, W) map, any strides (channels-last needs no copy).
+            index: (K, L) index map of the H * W tokens.
+            first_route: parameter slot of route 0.
+            merge: return the merged map; else the route outputs per step.
+
+        Returns:
+            (B, E, H, W) in channels-last memory; with ``merge=False`` (B, K, L, E).
+        """
+        batch, channels, height, width = x.shape
+        routes, rank, n = index.shape[0], self.dt_rank, self.d_state
+        if channels != self.d_inner or first_route + routes > self.num_routes:
+            raise ValueError(f'scan_map: x is {tuple(x.shape)} and index {tuple(index.shape)}, '
+                             f'expected (B, {self.d_inner}, H, W) and (K, L) with K <= '
+                             f'{self.num_routes} routes from slot {first_route}')
+        sl = slice(first_route, first_route + routes)
+        rows = slice(first_route * channels, (first_route + routes) * channels)
+        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        # (K (R + 2N), E) @ (B, E, T): every route's projection of every token, in
+        # token order -- what the routed kernel reads at each step's token.
+        proj = torch.matmul(self.x_proj_weight[sl].reshape(-1, channels),
+                            tokens.transpose(1, 2))
+        dt, b_proj, c_proj = torch.split(proj.view(batch, routes, rank + 2 * n, -1),
+                                         [rank, n, n], dim=2)
+        y = selective_scan_routes(
+            tokens, index, dt, self.dt_projs_weight[sl].reshape(routes * channels, rank),
+            -torch.exp(self.A_logs[rows].float()), b_proj, c_proj, self.Ds[rows].float(),
+            delta_bias=self.dt_projs_bias[sl].reshape(-1).float(), delta_softplus=True,
+            merge=merge)
+        if not merge:
+            return y
+        return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
 class SS2D(SelectiveScanRoutes):
     """2-D selective-scan token mixer over an index-map scan pattern.
 
@@ -229,6 +282,12 @@ class SS2D(SelectiveScanRoutes):
         self.out_proj = projection(d_inner, d_model)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def _merges_by_pattern(self) -> bool:
+        """:meth:`merge_routes` is the pattern's own merge (not overridden on the class or
+        the instance), which the routed kernel computes."""
+        return ('merge_routes' not in self.__dict__
+                and type(self).merge_routes is SS2D.merge_routes)
+
     def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
         """Route outputs (B, K, E, L') -> (B, E, *size): the adjoint of the gather
         (:func:`~mmssm.ops.scan_patterns.merge_routes` of the pattern, whose map is
@@ -245,8 +304,12 @@ class SS2D(SelectiveScanRoutes):
             x, z = x.chunk(2, dim=1)
         x = F.silu(self.conv2d(x))
         index = self.pattern.index(height, width, x.device)
-        ys = self.scan_routes(gather_routes(x, self.pattern))
-        y = self.merge_routes(ys, index, (height, width))
+        if self.pattern.is_permutation and self._merges_by_pattern() and \
+                self.routed_kernel_applies(x):
+            y = self.scan_map(x, index)
+        else:
+            ys = self.scan_routes(gather_routes(x, self.pattern))
+            y = self.merge_routes(ys, index, (height, width))
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
             y = y * F.silu(z)

@@ -1,0 +1,213 @@
+"""``selective_scan_routes``: gather, scan and merge of a scan pattern's routes in one call,
+fused on CPU (``mmssm._C.fwd_routes``), against its definition written with the
+pattern-level ops (``gather_routes`` -> ``selective_scan_lowrank`` -> ``merge_routes``):
+every pattern, N = 1 / 16 / other, partial channel tiles, strided maps, float64, the
+dispatch, thread counts, instruction sets and the errors."""
+import pytest
+import torch
+from cpu_runs import for_thread_counts, run_with_cpu_isa
+
+import mmssm.ops.routed_scan as routed_scan
+from mmssm.ops import scan_backend, selective_scan_lowrank
+from mmssm.ops.kernels import backend_available, load_backend
+from mmssm.ops.routed_scan import merge_token_routes, selective_scan_routes
+from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
+
+pytestmark = pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
+# (pattern, (H, W), E, N, R, batch): every pattern (multiscale_low: one route visiting
+# every token three times; atrous: padding steps), E not a multiple of any SIMD width,
+# maps longer than a 64-step block.
+CASES = [('cross', (7, 9), 40, 1, 3, 2), ('cross', (12, 11), 19, 16, 6, 1),
+         ('atrous', (5, 7), 16, 4, 2, 2), ('bidirectional', (3, 13), 24, 5, 1, 1),
+         ('multiscale_low', (6, 5), 8, 1, 2, 1), ('row', (1, 1), 3, 1, 1, 2)]
+ARGS = ('x', 'index', 'delta_lowrank', 'delta_weight', 'A', 'B', 'C', 'D', 'delta_bias')
+
+
+def make_case(pattern, size, channels, dstate, rank, batch, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    index = get_scan_pattern(pattern).index(*size)
+    routes, tokens = index.shape[0], size[0] * size[1]
+    dim = routes * channels
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen)).to(dtype)
+
+    return dict(x=randn(batch, tokens, channels), index=index,
+                delta_lowrank=randn(batch, routes, rank, tokens, scale=0.5),
+                delta_weight=randn(dim, rank, scale=rank ** -0.5),
+                A=(-0.5 * torch.rand(dim, dstate, generator=gen) - 0.1).to(dtype),
+                B=randn(batch, routes, dstate, tokens), C=randn(batch, routes, dstate, tokens),
+                D=randn(dim), delta_bias=(0.5 * torch.rand(dim, generator=gen) - 1.0).to(dtype))
+
+
+def definition(pattern, size, case):
+    """merge(scan(gather)) with the pattern-level ops: every per-token tensor is read as an
+    (H, W) map and gathered along the routes; route k keeps its own rows."""
+    x, index = case['x'], case['index']
+    batch, _, channels = x.shape
+    routes = index.shape[0]
+
+    def routed(per_token):  # (B, K, S, T) -> (B, K, S, L), route k of group k
+        rows = per_token.shape[2]
+        maps = per_token.reshape(batch, routes * rows, *size)
+        every = gather_routes(maps, pattern)  # (B, K, K * S, L)
+        return torch.stack([every[:, k, k * rows:(k + 1) * rows] for k in range(routes)], 1)
+
+    us = gather_routes(x.transpose(1, 2).reshape(batch, channels, *size), pattern)
+    ys = selective_scan_lowrank(us.reshape(batch, routes * channels, -1),
+                                routed(case['delta_lowrank']), case['delta_weight'],
+                                case['A'], routed(case['B']), routed(case['C']), case['D'],
+                                delta_bias=case['delta_bias'], delta_softplus=True,
+                                backend='torch')
+    merged = merge_routes(ys.view(batch, routes, channels, -1), pattern, size)
+    return merged.reshape(batch, channels, -1).transpose(1, 2)
+
+
+@pytest.mark.parametrize('pattern,size,channels,dstate,rank,batch', CASES)
+def test_fused_and_composite_match_the_definition(pattern, size, channels, dstate, rank,
+                                                  batch):
+    case = make_case(pattern, size, channels, dstate, rank, batch, torch.float64)
+    expected = definition(pattern, size, case)
+    composite = selective_scan_routes(**case, delta_softplus=True, backend='torch')
+    fused64 = load_backend('cpu').fwd_routes(*(case[k] for k in ARGS), True, True)
+    torch.testing.assert_close(composite, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused64, expected, rtol=1e-12, atol=1e-12)
+    case32 = {k: (v.float() if v.is_floating_point() else v) for k, v in case.items()}
+    with torch.no_grad():
+        fused32 = selective_scan_routes(**case32, delta_softplus=True)
+    torch.testing.assert_close(fused32.double(), expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize('pattern,size', [('multiscale_low', (5, 6)), ('atrous', (3, 5))])
+def test_unmerged_outputs_are_the_route_steps(pattern, size):
+    """merge=False returns every route's outputs per step, token-major (padding steps
+    included); merge_token_routes of them is the merged result."""
+    case = make_case(pattern, size, 20, 2, 3, 2, torch.float64)
+    merged = selective_scan_routes(**case, delta_softplus=True, backend='torch')
+    steps = selective_scan_routes(**case, delta_softplus=True, merge=False, backend='torch')
+    fused = load_backend('cpu').fwd_routes(*(case[k] for k in ARGS), True, False)
+    assert steps.shape == (2, *case['index'].shape, 20)
+    torch.testing.assert_close(fused, steps, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(merge_token_routes(steps, case['index'], size[0] * size[1]),
+                               merged, rtol=1e-12, atol=1e-12)
+    case32 = {k: (v.float() if v.is_floating_point() else v) for k, v in case.items()}
+    with torch.no_grad():
+        fused32 = selective_scan_routes(**case32, delta_softplus=True, merge=False)
+    torch.testing.assert_close(fused32.double(), steps, rtol=2e-5, atol=2e-5)
+
+
+def test_strided_inputs():
+    """A channels-last map's token view (what SS2D passes) and a map whose channels are
+    strided (copied by the binding); per-token rows sliced out of a wider projection."""
+    case = make_case('cross', (9, 8), 32, 1, 4, 2)
+    expected = selective_scan_routes(**case, delta_softplus=True, backend='torch')
+    nchw = case['x'].transpose(1, 2).reshape(2, 32, 9, 8).contiguous(
+        memory_format=torch.channels_last)
+    proj = torch.cat([case['delta_lowrank'], case['B']], 2)  # (B, K, R + N, T)
+    strided = dict(case, x=nchw.permute(0, 2, 3, 1).reshape(2, 72, 32),
+                   delta_lowrank=proj[:, :, :4], B=proj[:, :, 4:])
+    assert strided['x'].stride() == (72 * 32, 32, 1) and not strided['B'].is_contiguous()
+    channel_strided = dict(case, x=torch.stack([case['x'], case['x']], -1)[..., 0])
+    with torch.no_grad():
+        for inputs in (strided, channel_strided):
+            torch.testing.assert_close(selective_scan_routes(**inputs, delta_softplus=True),
+                                       expected, rtol=2e-5, atol=2e-5)
+
+
+def test_the_kernel_runs_where_it_applies(monkeypatch):
+    """Fused for float32 CPU inference; composite under autograd, for float64, on the
+    'torch' backend, while tracing -- and the composite path has gradients."""
+    calls = []
+    real = routed_scan.fused_inference_applies
+    monkeypatch.setattr(routed_scan, 'fused_inference_applies',
+                        lambda *a: calls.append(real(*a)) or calls[-1])
+    case = make_case('bidirectional', (4, 6), 16, 1, 2, 1)
+    with torch.no_grad():
+        selective_scan_routes(**case, delta_softplus=True)
+        with scan_backend('torch'):
+            selective_scan_routes(**case, delta_softplus=True)
+        case64 = {k: (v.double() if v.is_floating_point() else v) for k, v in case.items()}
+        selective_scan_routes(**case64, delta_softplus=True)
+    x = case['x'].clone().requires_grad_()
+    out = selective_scan_routes(**dict(case, x=x), delta_softplus=True)
+    assert calls == [True, False, False, False]
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_gradcheck_of_the_composite_path():
+    case = make_case('atrous', (3, 3), 4, 2, 1, 1, torch.float64)
+    case['x'].requires_grad_()
+    case['B'].requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, b: selective_scan_routes(**dict(case, x=x, B=b), delta_softplus=True),
+        (case['x'], case['B']))
+
+
+def test_deterministic_across_thread_counts():
+    case = make_case('cross', (24, 24), 64, 1, 6, 2)
+    with torch.no_grad():
+        one, two = for_thread_counts(
+            lambda: selective_scan_routes(**case, delta_softplus=True))
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize('name,value,error,pattern', [
+    ('x', torch.zeros(2, 5), ValueError, r'x must be \(B, T, E\)'),
+    ('index', torch.zeros(4, 63), ValueError, 'index must be a .K, L. integer'),
+    ('index', torch.full((4, 63), 63), ValueError, r'index entries must be in \[-1, 63\)'),
+    ('B', torch.zeros(2, 4, 1, 62), ValueError, 'B must be'),
+    ('delta_lowrank', torch.zeros(2, 4, 3, 63, dtype=torch.float64), TypeError,
+     'delta_lowrank has dtype'),
+    ('delta_weight', torch.zeros(4 * 40, 2), ValueError, 'delta_weight must be'),
+])
+def test_bad_inputs_name_the_argument(name, value, error, pattern):
+    case = dict(make_case('cross', (7, 9), 40, 1, 3, 2), **{name: value})
+    with pytest.raises(error, match=pattern):
+        selective_scan_routes(**case, delta_softplus=True, backend='torch')
+
+
+def test_binding_checks_its_arguments():
+    fwd = load_backend('cpu').fwd_routes
+    case = make_case('cross', (7, 9), 40, 1, 3, 2)
+    args = [case[k] for k in ARGS]
+    for position, value, pattern in [
+            (1, torch.full((4, 63), -2), r'route_index holds -2'),
+            (1, torch.full((4, 63), 63), r'route_index holds 63'),
+            (1, case['index'].int(), 'int64'),
+            (0, case['x'].half(), 'float32 or float64'),
+            (5, case['B'][..., :-1], 'B has shape'),
+            (4, case['A'].double(), 'A has dtype')]:
+        bad = list(args)
+        bad[position] = value
+        with pytest.raises(RuntimeError, match=pattern):
+            fwd(*bad, True, True)
+
+
+@pytest.mark.parametrize('batch,channels', [(0, 16), (2, 0)])
+def test_empty_sizes(batch, channels):
+    case = make_case('cross', (4, 4), channels, 1, 2, batch)
+    with torch.no_grad():
+        out = selective_scan_routes(**case, delta_softplus=True)
+    assert out.shape == (batch, 16, channels)
+
+
+CHILD = '''
+import sys, torch
+from mmssm.ops import kernels
+from mmssm.ops.routed_scan import merge_token_routes, selective_scan_routes
+case = torch.load(sys.argv[1])
+with torch.no_grad():
+    out = selective_scan_routes(**case, delta_softplus=True)
+torch.save((kernels.load_backend('cpu').cpu_isa(), out), sys.argv[2])
+'''
+
+
+@pytest.mark.parametrize('isa', ['generic', 'avx2'])
+def test_instruction_sets(isa, tmp_path):
+    case = make_case('cross', (9, 10), 40, 16, 3, 1)
+    expected = selective_scan_routes(**case, delta_softplus=True, backend='torch')
+    used, out = run_with_cpu_isa(isa, CHILD, case, tmp_path)
+    if used != isa:
+        pytest.skip(f'this CPU runs {used!r}, not {isa!r}')
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5)
