@@ -177,6 +177,32 @@ def test_fixture_parity_float64(case_id):
         torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
 
 
+def test_routed_kernel_path_equals_the_gathered_path(monkeypatch):
+    """Float32 CPU inference scans both routes with the routed kernel (unmerged, then
+    out_norm, then the merge); the gathered path (training, other devices) computes the
+    same function on the official fixture."""
+    from mmssm.models.backbones.msvmamba import MultiScaleSS2D
+    from mmssm.ops.kernels import backend_available
+    if not backend_available('cpu'):
+        pytest.skip('mmssm._C is not built')
+    config, state_dict, case = fixture_cases(load_fixture('msvmamba'))[0]
+    model = from_official('msvmamba', config, state_dict).eval()
+    calls = []
+    real = MultiScaleSS2D.scan_map
+    monkeypatch.setattr(MultiScaleSS2D, 'scan_map',
+                        lambda self, *a, **k: calls.append(k.get('merge', a[-1])) or
+                        real(self, *a, **k))
+    with torch.no_grad():
+        routed = model(case['input'])
+    mixers = [m for m in model.modules() if isinstance(m, MultiScaleSS2D)]
+    assert len(calls) == 2 * len(mixers) and not any(calls)  # two routes, unmerged
+    monkeypatch.setattr(MultiScaleSS2D, 'routed_kernel_applies', lambda self, x: False)
+    with torch.no_grad():
+        gathered = model(case['input'])
+    for out, ref in zip(routed, gathered):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_fixture_config_maps_onto_explicit_arch():
     config = load_fixture('msvmamba')['config']
     kwargs = kwargs_from_official(config)
