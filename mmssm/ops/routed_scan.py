@@ -35,6 +35,7 @@ from typing import Optional
 
 import torch
 
+from .scan_patterns import _has_padding
 from .selective_scan import fused_inference_applies, selective_scan_lowrank
 
 Tensor = torch.Tensor
@@ -68,8 +69,11 @@ def merge_token_routes(ys: Tensor, index: Tensor, tokens: int) -> Tensor:
         raise ValueError(f'merge_token_routes: ys must be (B, K, L, E) with (K, L) = '
                          f'{tuple(index.shape)}, got {_shape(ys)}')
     index = index.long()
+    batch, routes, length, channels = ys.shape
+    out = ys.new_zeros(batch, tokens, channels)
+    if not _has_padding(index, tokens):  # (checked once per cached index map)
+        return out.index_add_(1, index.reshape(-1), ys.reshape(batch, routes * length, -1))
     valid = index >= 0
-    out = ys.new_zeros(ys.shape[0], tokens, ys.shape[3])
     return out.index_add_(1, index[valid], ys[:, valid])
 
 
