@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from mmssm.ops import selective_scan_lowrank
 from mmssm.ops.routed_scan import selective_scan_routes
-from mmssm.ops.selective_scan import fused_inference_applies
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
+from mmssm.ops.selective_scan import fused_inference_applies
 from .common import LayerNorm2d, Linear2d
 
 Tensor = torch.Tensor
@@ -178,7 +178,6 @@ class SelectiveScanRoutes(nn.Module):
         return scan_routes(xs, self.x_proj_weight[sl], self.dt_projs_weight[sl],
                            self.dt_projs_bias[sl], self.A_logs[rows], self.Ds[rows])
 
-
     def routed_kernel_applies(self, x: Tensor) -> bool:
         """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernel (CPU float32
         inference, see :func:`~mmssm.ops.routed_scan.selective_scan_routes`)."""
@@ -304,9 +303,9 @@ class SS2D(SelectiveScanRoutes):
             x, z = x.chunk(2, dim=1)
         x = F.silu(self.conv2d(x))
         index = self.pattern.index(height, width, x.device)
-        if self.pattern.is_permutation and self._merges_by_pattern() and \
-                self.routed_kernel_applies(x):
-            y = self.scan_map(x, index)
+        if (self.pattern.is_permutation and self._merges_by_pattern()
+                and self.routed_kernel_applies(x)):
+            y = self.scan_map(x, index)  # gather + scan + merge in one kernel
         else:
             ys = self.scan_routes(gather_routes(x, self.pattern))
             y = self.merge_routes(ys, index, (height, width))
