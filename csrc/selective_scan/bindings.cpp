@@ -190,6 +190,18 @@ void fill_params(mmssm::SelectiveScanFwdParams& p, const Checked& c, bool delta_
 std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
                             const Tensor& delta_lowrank, const Tensor& delta_weight);
 
+// delta in low-rank form (scan.h: delta_lowrank): delta_lowrank (batch, G, R, L or T),
+// last dim contiguous; delta_weight (dim, R) contiguous. The tensors must outlive p.
+void fill_lowrank(mmssm::SelectiveScanFwdParams& p, const Tensor& delta_lowrank,
+                  const Tensor& delta_weight) {
+  p.delta_lowrank = delta_lowrank.data_ptr();
+  p.dl_batch_stride = delta_lowrank.stride(0);
+  p.dl_group_stride = delta_lowrank.stride(1);
+  p.dl_rank_stride = delta_lowrank.stride(2);
+  p.delta_weight = delta_weight.data_ptr();
+  p.delta_rank = delta_weight.size(1);
+}
+
 std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
                         const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
                         const std::optional<Tensor>& z,
@@ -279,47 +291,33 @@ Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delt
                   " (x ", shape_str(x), ")");
     }
   }
-  Tensor x_c = (channels <= 1 || x.stride(2) == 1) ? x : x.contiguous();
-  Tensor low = last_dim_contiguous(delta_lowrank);
-  Tensor B_c = last_dim_contiguous(B), C_c = last_dim_contiguous(C);
-  Tensor A_c = A.contiguous(), W_c = delta_weight.contiguous();
+  Checked c;
+  c.u = (channels <= 1 || x.stride(2) == 1) ? x : x.contiguous();
+  c.B = last_dim_contiguous(B);
+  c.C = last_dim_contiguous(C);
+  c.A = A.contiguous();
+  c.D = D_c;
+  c.delta_bias = bias_c;
+  c.batch = batch;
+  c.dim = dim;
+  c.seqlen = seqlen;
+  c.dstate = dstate;
+  c.groups = groups;
+  c.in_type = in_type;
+  c.acc_type = acc_type;
+  const Tensor low = last_dim_contiguous(delta_lowrank), weight = delta_weight.contiguous();
   Tensor out = merge ? at::zeros({batch, tokens, channels}, x.options())
                      : at::empty({batch, groups, seqlen, channels}, x.options());
 
   mmssm::SelectiveScanFwdParams p;
-  p.batch = batch;
-  p.dim = dim;
-  p.seqlen = seqlen;
-  p.dstate = dstate;
-  p.n_groups = groups;
-  p.input_type = scan_dtype(in_type);
-  p.delta_softplus = delta_softplus;
-  p.u = x_c.data_ptr();
-  p.u_batch_stride = x_c.stride(0);
-  p.u_token_stride = x_c.stride(1);
+  fill_params(p, c, delta_softplus);
+  fill_lowrank(p, low, weight);
+  p.u_token_stride = c.u.stride(1);  // u is (batch, T, E): tokens, then channels
+  p.u_dim_stride = c.u.stride(2);
   p.route_index = index.data_ptr<int64_t>();
   p.tokens = tokens;
   p.route_merge = merge;
-  p.delta_lowrank = low.data_ptr();
-  p.dl_batch_stride = low.stride(0);
-  p.dl_group_stride = low.stride(1);
-  p.dl_rank_stride = low.stride(2);
-  p.delta_weight = W_c.data_ptr();
-  p.delta_rank = rank;
-  p.B = B_c.data_ptr();
-  p.B_batch_stride = B_c.stride(0);
-  p.B_group_stride = B_c.stride(1);
-  p.B_dstate_stride = B_c.stride(2);
-  p.C = C_c.data_ptr();
-  p.C_batch_stride = C_c.stride(0);
-  p.C_group_stride = C_c.stride(1);
-  p.C_dstate_stride = C_c.stride(2);
-  p.A = A_c.data_ptr();
-  p.D = D_c.defined() ? D_c.data_ptr() : nullptr;
-  p.delta_bias = bias_c.defined() ? bias_c.data_ptr() : nullptr;
   p.out = out.data_ptr();
-  p.num_threads = at::get_num_threads();
-  p.run_workers = &run_on_torch_pool;
   if (out.numel() == 0) return out;
   {
     pybind11::gil_scoped_release no_gil;
@@ -342,14 +340,7 @@ std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
   p.out = out.data_ptr();
   p.last_state = last_state.data_ptr();
   p.chunk_states = chunk_states.numel() > 0 ? chunk_states.data_ptr() : nullptr;
-  if (delta_lowrank.defined()) {
-    p.delta_lowrank = delta_lowrank.data_ptr();
-    p.dl_batch_stride = delta_lowrank.stride(0);
-    p.dl_group_stride = delta_lowrank.stride(1);
-    p.dl_rank_stride = delta_lowrank.stride(2);
-    p.delta_weight = delta_weight.data_ptr();
-    p.delta_rank = delta_weight.size(1);
-  }
+  if (delta_lowrank.defined()) fill_lowrank(p, delta_lowrank, delta_weight);
   {
     pybind11::gil_scoped_release no_gil;
     mmssm::selective_scan_fwd_cpu(p);

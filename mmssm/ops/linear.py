@@ -19,6 +19,7 @@ The fused path follows the selective-scan backend choice (``backend`` /
 in plain PyTorch ops, as do autocast, JIT traces (FLOP counting) and ONNX export. Where
 torch is built without oneDNN the composite path runs.
 """
+import functools
 from typing import Optional
 
 import torch
@@ -37,8 +38,10 @@ ACTIVATIONS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _onednn_linear():
-    """``torch.ops.mkldnn._linear_pointwise`` where this torch build has it, else None."""
+    """``torch.ops.mkldnn._linear_pointwise`` where this torch build has it, else None
+    (looked up once)."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
