@@ -203,6 +203,27 @@ def test_routed_kernel_path_equals_the_gathered_path(monkeypatch):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_inference_in_place_keeps_the_block_input_and_the_function():
+    """Inference (no graph) overwrites each block's own intermediate maps (the gates, the
+    sums, the residuals): the block input stays as it was, and the output equals the
+    graph-building path's."""
+    from mmssm.models.backbones.msvmamba import MSVSSBlock
+    config, state_dict, case = fixture_cases(load_fixture('msvmamba'))[0]
+    model = from_official('msvmamba', config, state_dict).eval()
+    block = next(m for m in model.modules() if isinstance(m, MSVSSBlock))
+    x = torch.randn(2, 7, 6, block.norm.normalized_shape[0])
+    x_before = x.clone()
+    with torch.no_grad():
+        inference = block(x)
+    assert torch.equal(x, x_before)
+    graph = block(x.clone().requires_grad_())
+    torch.testing.assert_close(inference, graph.detach(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        image = case['input'].clone()
+        model(image)
+    assert torch.equal(image, case['input'])
+
+
 def test_fixture_config_maps_onto_explicit_arch():
     config = load_fixture('msvmamba')['config']
     kwargs = kwargs_from_official(config)

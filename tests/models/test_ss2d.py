@@ -323,3 +323,71 @@ def test_linear_runs_onednn_where_it_applies(monkeypatch):
         assert seen == []
     else:
         assert seen == ['gelu']
+
+
+def test_updates_in_place_only_where_no_graph_or_trace_records_it():
+    from mmssm.models.layers import updates_in_place
+    x, w = torch.randn(3), torch.randn(3, requires_grad=True)
+    with torch.no_grad():
+        assert updates_in_place(x) and updates_in_place(x, w)
+    assert updates_in_place(x)  # nothing needs a gradient
+    assert not updates_in_place(x, w)
+    with torch.inference_mode():
+        assert updates_in_place(torch.randn(3))
+    seen = []
+
+    def record(t):
+        seen.append(updates_in_place(t))
+        return t * 2
+
+    with torch.no_grad():
+        torch.jit.trace(record, (x,), check_trace=False)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize('gated', [False, True])
+def test_ss2d_inference_in_place_keeps_the_input_and_the_function(gated):
+    """Inference (no graph) overwrites the mixer's own intermediate maps; its input is
+    untouched and the output equals the graph-building path's, also where an identity
+    projection makes the gate a view of the input."""
+    for projection in (None, lambda cin, cout: torch.nn.Identity()):
+        d_model = 12 if (projection and gated) else (6 if projection else 4)
+        module = randomise(SS2D(d_model=d_model, d_inner=6, d_state=2, dt_rank=1,
+                                gated=gated, projection=projection)).eval()
+        x = torch.randn(2, d_model, 5, 4)
+        x_before = x.clone()
+        with torch.no_grad():
+            inference = module(x)
+        assert torch.equal(x, x_before)
+        with torch.enable_grad():
+            graph = module(x.clone().requires_grad_())
+        torch.testing.assert_close(inference, graph.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_squeeze_excite_gate_equals_its_1x1_convolutions():
+    from mmssm.models.layers import SqueezeExcite
+    for bias in (True, False):
+        module = SqueezeExcite(8, 3, bias=bias)
+        with torch.no_grad():
+            for param in module.parameters():
+                param.normal_(0, 0.5)
+        x = torch.randn(2, 8, 5, 3)
+        squeezed = x.mean((2, 3), keepdim=True)
+        hidden = F.relu(F.conv2d(squeezed, module.conv_reduce.weight, module.conv_reduce.bias))
+        gate = torch.sigmoid(F.conv2d(hidden, module.conv_expand.weight,
+                                      module.conv_expand.bias))
+        with torch.no_grad():
+            assert module.gate(x).shape == (2, 8, 1, 1)
+            torch.testing.assert_close(module.gate(x), gate, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(module(x), x * gate, rtol=1e-6, atol=1e-6)
+
+
+def test_updates_in_place_sees_trainable_modules():
+    from mmssm.models.layers import updates_in_place
+    module = torch.nn.Linear(3, 3)
+    x = torch.randn(2, 3)
+    assert not updates_in_place(x, module)  # grad mode and a trainable parameter
+    module.requires_grad_(False)
+    assert updates_in_place(x, module)
+    with torch.no_grad():
+        assert updates_in_place(x, module.requires_grad_(True))

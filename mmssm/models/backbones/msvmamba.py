@@ -32,7 +32,7 @@ from mmssm.ops.routed_scan import merge_token_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.registry import MODELS
 from ..layers import (DropPath, Linear, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite,
-                      drop_path_rates)
+                      drop_path_rates, updates_in_place)
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
@@ -86,7 +86,12 @@ class ConvFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.drop1(linear(x, self.linear1.weight.flatten(1), self.linear1.bias))
         x = x.permute(0, 3, 1, 2)  # (B, hidden, H, W) in channels-last memory
-        x = self.act(x + self.dwc(x)).permute(0, 2, 3, 1)
+        if type(self.act) is nn.GELU and updates_in_place(x, self):
+            # inference: the sum and the GELU overwrite the conv's output
+            x = torch.ops.aten.gelu_(self.dwc(x).add_(x), approximate=self.act.approximate)
+        else:
+            x = self.act(x + self.dwc(x))
+        x = x.permute(0, 2, 3, 1)
         return self.drop2(linear(x, self.linear2.weight.flatten(1), self.linear2.bias))
 
 
@@ -149,19 +154,25 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         height, width = x.shape[1:3]
         # in_proj's two halves as two products: x and z come out contiguous, so the
         # convs read x's channels-last view without a copy (chunking one product would
-        # leave both strided).
+        # leave both strided). The gate's SiLU is fused into its product where linear fuses.
         weight = self.in_proj.weight
-        x, z = linear(x, weight[:self.d_inner]), linear(x, weight[self.d_inner:])
+        x, z = linear(x, weight[:self.d_inner]), linear(x, weight[self.d_inner:],
+                                                         activation='silu')
         x = x.permute(0, 3, 1, 2)
-        full = F.silu(self.conv2d(x))
-        low = F.silu(self.conv2d_b1(x))  # from the pre-3x3 input, as in the official code
-        y_full = self._scan_branch(full, 'row', self.FULL_RES_SLOT)
-        y_low = self._scan_branch(low, 'multiscale_low', self.LOW_RES_SLOT)
-        y = y_full + F.interpolate(y_low, size=(height, width), mode='bilinear',
-                                   align_corners=False)
+        # Inference updates the intermediate maps in place: a buffer and a pass over
+        # memory less per op (updates_in_place).
+        inplace = updates_in_place(x, self)
+        full = F.silu(self.conv2d(x), inplace=inplace)
+        # the low-resolution branch reads the pre-3x3 input, as in the official code
+        low = F.silu(self.conv2d_b1(x), inplace=inplace)
+        y = self._scan_branch(full, 'row', self.FULL_RES_SLOT)
+        y_low = F.interpolate(self._scan_branch(low, 'multiscale_low', self.LOW_RES_SLOT),
+                              size=(height, width), mode='bilinear', align_corners=False)
+        y = y.add_(y_low) if inplace else y + y_low
         if self.use_se:
-            y = self.se(y)
-        y = y.permute(0, 2, 3, 1) * F.silu(z)
+            y = y.mul_(self.se.gate(y)) if inplace else self.se(y)
+        y = y.permute(0, 2, 3, 1)
+        y = z.mul_(y) if inplace else y * z
         return self.dropout(self.out_proj(y))
 
 
@@ -191,6 +202,9 @@ class MSVSSBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
+        if updates_in_place(x, self):  # inference: the sums overwrite the branch outputs
+            x = self.drop_path(self.op(self.norm(x))).add_(x)
+            return self.drop_path(self.convFFN(self.norm2(x))).add_(x)
         x = x + self.drop_path(self.op(self.norm(x)))
         return x + self.drop_path(self.convFFN(self.norm2(x)))
 

@@ -1,5 +1,5 @@
 """Small building blocks shared by several backbone families."""
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -49,6 +49,24 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def updates_in_place(*inputs: Union[Tensor, nn.Module]) -> bool:
+    """Whether a module may overwrite the fresh intermediate results it computes from
+    ``inputs`` (tensors, or modules standing for their parameters) with ``relu_``,
+    ``add_``, ... instead of allocating new ones: true when no autograd graph is built
+    through them (no grad mode, or nothing in ``inputs`` needs a gradient) and no trace
+    or export records the ops. An in-place update saves a buffer and a pass over memory
+    per op; callers never apply one to a module's input or to a parameter."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    for item in inputs:
+        tensors = item.parameters() if isinstance(item, nn.Module) else (item, )
+        if any(t.requires_grad for t in tensors):
+            return False
+    return True
 
 
 def fusable_activation(module: nn.Module) -> Optional[str]:
@@ -160,8 +178,19 @@ class SqueezeExcite(nn.Module):
         self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate = self.conv_expand(self.act(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
+        return x * self.gate(x)
+
+    def gate(self, x: Tensor) -> Tensor:
+        """sigmoid(conv_expand(act(conv_reduce(mean_hw(x))))): (B, C, H, W) -> (B, C, 1, 1).
+
+        The 1x1 convolutions of the squeezed (B, C) vector are the linear maps they are
+        (:func:`mmssm.ops.linear.linear`; torch runs a 1x1 convolution of a 1x1 map
+        through its slow reference path on CPU)."""
+        hidden = linear(x.mean((2, 3)), self.conv_reduce.weight.flatten(1),
+                        self.conv_reduce.bias)
+        gate = linear(self.act(hidden), self.conv_expand.weight.flatten(1),
+                      self.conv_expand.bias)
+        return torch.sigmoid(gate)[:, :, None, None]
 
 
 PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5, 0.25)

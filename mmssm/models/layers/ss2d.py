@@ -28,7 +28,7 @@ from mmssm.ops import selective_scan_lowrank
 from mmssm.ops.routed_scan import selective_scan_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.ops.selective_scan import fused_inference_applies
-from .common import LayerNorm2d, Linear2d
+from .common import LayerNorm2d, Linear2d, updates_in_place
 
 Tensor = torch.Tensor
 
@@ -301,7 +301,9 @@ class SS2D(SelectiveScanRoutes):
         x = self.in_proj(x)
         if self.gated:
             x, z = x.chunk(2, dim=1)
-        x = F.silu(self.conv2d(x))
+        # inference overwrites the fresh intermediate maps in place (updates_in_place)
+        inplace = updates_in_place(x, self)
+        x = F.silu(self.conv2d(x), inplace=inplace)
         index = self.pattern.index(height, width, x.device)
         if (self.pattern.is_permutation and self._merges_by_pattern()
                 and self.routed_kernel_applies(x)):
@@ -311,5 +313,6 @@ class SS2D(SelectiveScanRoutes):
             y = self.merge_routes(ys, index, (height, width))
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
-            y = y * F.silu(z)
+            # (z may be a view of the input where ``projection`` builds an identity)
+            y = y.mul_(F.silu(z)) if inplace else y * F.silu(z)
         return self.dropout(self.out_proj(y))
