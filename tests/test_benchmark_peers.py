@@ -29,7 +29,8 @@ def test_peers_report(tmp_path):
         tool.main(['--peers', 'resnet50', 'deit-ti', '--models', 'vim:tiny', '--sizes', '32',
                    '--growth-size', '0', '--thread-size', '0', '--train-batch', '0',
                    '--iters', '1', '--warmup', '0', '--json', str(out),
-                   '--heap', 'default'])  # (steady: a process-wide mallopt)
+                   '--heap', 'default',  # (steady: a process-wide mallopt)
+                   '--heap-models', 'vim:tiny'])  # (in processes of their own)
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
@@ -45,6 +46,10 @@ def test_peers_report(tmp_path):
     assert ratio['value'] == pytest.approx(rows['vim:tiny']['ms'] / rows['deit-ti']['ms'])
     assert ratio['met'] == (ratio['value'] <= 2.0)
     assert 'vim:tiny >= 0.65 of the GEMM rate at 32' in targets
+    (heap, ) = report['heap']
+    assert heap['model'] == 'vim:tiny' and heap['size'] == '32x32'
+    for policy in ('default', 'steady'):
+        assert heap[f'{policy}_ms'] > 0 and heap[f'{policy}_faults'] >= 0
 
 
 def test_peers_need_the_cpu():

@@ -18,8 +18,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
                         default_work_dir, explain_data_errors, load_config, set_launcher_env,
-                        setup_cpu_distributed, strict_loading, task_scope,
-                        trust_checkpoints, warn_feature_stride_mismatches)
+                        setup_cpu_distributed, steady_heap_for_cpu_run, strict_loading,
+                        task_scope, trust_checkpoints, warn_feature_stride_mismatches)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
@@ -75,6 +75,7 @@ def enable_tta(cfg) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    steady_heap_for_cpu_run()  # CPU-only machine: keep freed memory (mmssm.apis.cpu_heap)
     set_launcher_env(args.launcher, args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
     scope = task_scope(cfg)

@@ -17,8 +17,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmssm.apis import (check_data_paths, convert_official_load_from,  # noqa: E402
                         default_work_dir, enable_amp, explain_data_errors, load_config,
-                        set_launcher_env, setup_cpu_distributed, strict_loading, task_scope,
-                        trust_checkpoints, warn_feature_stride_mismatches)
+                        set_launcher_env, setup_cpu_distributed, steady_heap_for_cpu_run,
+                        strict_loading, task_scope, trust_checkpoints,
+                        warn_feature_stride_mismatches)
 from mmssm.apis.runner_utils import NON_STRICT_HELP  # noqa: E402
 from mmssm.fileio import TRUST_HELP  # noqa: E402
 
@@ -51,6 +52,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    steady_heap_for_cpu_run()  # CPU-only machine: keep freed memory (mmssm.apis.cpu_heap)
     set_launcher_env(args.launcher, args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
     task_scope(cfg)

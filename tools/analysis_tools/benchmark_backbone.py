@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from mmssm import families  # noqa: E402
+from mmssm.apis.cpu_heap import steady_heap  # noqa: E402
 
 # Environment of each path (None = unset).
 PATHS = {
@@ -168,26 +169,6 @@ try:
     _libc = ctypes.CDLL('libc.so.6')
 except OSError:
     _libc = None
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-STEADY_MMAP_THRESHOLD = 32 << 20  # glibc's own upper bound for its dynamic threshold
-STEADY_TRIM_THRESHOLD = 1 << 30
-
-
-def steady_heap() -> bool:
-    """Keep freed memory in glibc's heap: blocks up to 32 MiB come from the heap (not a
-    fresh mmap each) and the heap is not handed back to the OS between calls. Otherwise a
-    model's timed calls page-fault memory that glibc returned after the previous call,
-    which depends on which models ran before in the process (measured: MSVMamba-T at 224
-    took 6,400 page faults and 15 ms of system time per forward as the first model of a
-    process, none after a few other models). The same setting applies to every model of
-    the run. False if glibc's mallopt is not available (the timings then include this)."""
-    if _libc is None or not hasattr(_libc, 'mallopt'):
-        return False
-    return bool(_libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
-                and _libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD))
 
 
 def _trim_heap() -> None:
@@ -458,10 +439,17 @@ def parse_args(argv=None):
                             'PASSIVE, each in a fresh process (0: skip)')
     peers.add_argument('--thread-probe', nargs=2, default=None, metavar=('MODEL', 'SIZE'),
                        help=argparse.SUPPRESS)  # internal: one process per wait policy
+    peers.add_argument('--heap-models', nargs='*', default=[], metavar='MODEL',
+                       help='also time each of these models (mmssm or peer names) alone in '
+                            'a fresh process at the first --sizes, once with glibc\'s own heap '
+                            'policy and once with the steady one, and count its page faults '
+                            'per forward')
+    peers.add_argument('--heap-probe', nargs=2, default=None, metavar=('MODEL', 'SIZE'),
+                       help=argparse.SUPPRESS)  # internal: one process per heap policy
     peers.add_argument('--heap', choices=['steady', 'default'], default='steady',
                        help="'steady': keep freed memory in glibc's heap for the whole run "
                             '(no page faults of memory returned to the OS between timed '
-                            "calls; see steady_heap); 'default': glibc's own policy")
+                            "calls; see mmssm.apis.cpu_heap); 'default': glibc's own policy")
     peers.add_argument('--timer', choices=['wall', 'process'], default='wall',
                        help="'process': CPU time for the single-thread measurements "
                             '(the work alone on a shared machine)')
@@ -707,6 +695,19 @@ def run_peers(args) -> None:
                            f'faster than 1 ({first}, {args.thread_size})',
                     value=speedup, met=speedup >= THREADS_IDLE_TARGET, load=probe['load']))
 
+    heap_size = args.sizes[0][0]
+    for name in args.heap_models:
+        probes = {heap: heap_probe_subprocess(name, heap_size, heap, args)
+                  for heap in ('default', 'steady')}
+        row = dict(model=name, size=f'{heap_size}x{heap_size}', **{
+            f'{heap}_{key}': value for heap, probe in probes.items()
+            for key, value in probe.items()})
+        report.setdefault('heap', []).append(row)
+        print(f'# {name} {heap_size} alone in a process: glibc default heap '
+              f'{row["default_ms"]:.1f} ms, {row["default_faults"]:.0f} page faults per '
+              f'forward; steady heap {row["steady_ms"]:.1f} ms, {row["steady_faults"]:.0f} '
+              f'(load {row["steady_load"]})', flush=True)
+
     print()
     print(peers_markdown(report))
     if args.json:
@@ -757,6 +758,40 @@ def thread_probe_subprocess(model_name: str, size: int, policy: str, args) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def heap_probe(model_name: str, size: int, iters: int, warmup: int, heap: str) -> dict:
+    """CPU time (user + system: page faults included) and minor page faults of one
+    forward of a model alone in this process, medians over ``iters`` calls."""
+    import resource  # POSIX only, like the probe's subject
+    if heap == 'steady' and not steady_heap():
+        raise SystemExit('--heap steady: this process does not run on glibc')
+    model = build_any(model_name, (size, size))
+    x = torch.randn(1, 3, size, size)
+    times, faults = [], []
+    with torch.no_grad():
+        for _ in range(warmup + 1):  # + the first call, which builds what is cached
+            model(x)
+        for _ in range(iters):
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+            model(x)
+            times.append(time.process_time() - start)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before.ru_minflt)
+    return dict(ms=statistics.median(times) * 1e3, faults=statistics.median(faults),
+                load=load_average())
+
+
+def heap_probe_subprocess(model_name: str, size: int, heap: str, args) -> dict:
+    """heap_probe in a fresh process (glibc's heap state is per process)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'GLIBC_TUNABLES')}
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--peers', '--heap-probe',
+           model_name, str(size), '--iters', str(args.iters), '--warmup', str(args.warmup),
+           '--threads', str(args.threads or 1), '--heap', heap]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'heap probe ({model_name}, {heap}) failed:\n{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def peers_markdown(report: dict) -> str:
     rows = report['inference']
     lines = ['GEMM rate: torch.mm 1024^2 fp32 in this process, timed between the models\' '
@@ -771,6 +806,17 @@ def peers_markdown(report: dict) -> str:
     for t in report['targets']:
         lines.append(f'| {t["target"]} | {t["value"]:.2f} | {"yes" if t["met"] else "NO"} | '
                      f'{t["load"]} |')
+    if report.get('heap'):
+        lines += ['', 'Each model alone in a fresh process, CPU time (user + system) and minor '
+                  'page faults per forward (medians), with glibc\'s own heap policy and with '
+                  'the steady one (mmssm.apis.cpu_heap):', '',
+                  '| model | input | default heap: ms | page faults | steady heap: ms | '
+                  'page faults | default / steady | load |', '|---|---|---|---|---|---|---|---|']
+        for r in report['heap']:
+            lines.append(f'| {r["model"]} | {r["size"]} | {r["default_ms"]:.1f} | '
+                         f'{r["default_faults"]:.0f} | {r["steady_ms"]:.1f} | '
+                         f'{r["steady_faults"]:.0f} | {r["default_ms"] / r["steady_ms"]:.2f} | '
+                         f'{r["steady_load"]} |')
     return '\n'.join(lines)
 
 
@@ -779,6 +825,11 @@ def main(argv=None):
     if args.thread_probe:
         name, size = args.thread_probe
         print(json.dumps(thread_probe(name, int(size), args.iters, args.warmup, args.heap)))
+        return None
+    if args.heap_probe:
+        name, size = args.heap_probe
+        torch.set_num_threads(args.threads or 1)
+        print(json.dumps(heap_probe(name, int(size), args.iters, args.warmup, args.heap)))
         return None
     if args.peers is not None:
         return run_peers(args)

@@ -3,7 +3,8 @@
 #   1. the selective-scan kernel per state update (benchmark_scan.py), optionally against
 #      another build of mmssm._C in the same process (the "before" column);
 #   2. the backbones against mmpretrain's at 224 and 512, growth to 896, a training step
-#      (batch 2) and 1 vs 2 threads (benchmark_backbone.py --peers).
+#      (batch 2), 1 vs 2 threads and each model alone with glibc's default vs the steady
+#      heap policy (benchmark_backbone.py --peers).
 # Single-thread numbers are CPU time of the process (--timer process): on a shared machine
 # they measure the work, not the queue; the thread scaling is wall time by nature.
 #
@@ -30,5 +31,7 @@ fi
 rm -f "$OUT/scan.md"
 "$PY" tools/analysis_tools/benchmark_scan.py "${scan_args[@]}"
 "$PY" tools/analysis_tools/benchmark_backbone.py --peers --threads 1 --timer process \
-    --iters "$ITERS" --warmup 1 --markdown "$OUT/backbones.md" --json "$OUT/backbones.json"
+    --iters "$ITERS" --warmup 1 --markdown "$OUT/backbones.md" --json "$OUT/backbones.json" \
+    --heap-models vmamba:tiny_s1l8 msvmamba:tiny efficientvmamba:tiny mobilemamba:b1 \
+    vim:tiny swin-t
 echo "# done, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
