@@ -34,6 +34,7 @@ def test_steady_heap_is_taken_by_glibc():
 def test_steady_heap_leaves_other_c_libraries_alone(monkeypatch):
     monkeypatch.setattr(cpu_heap, '_glibc', lambda: None)
     assert cpu_heap.steady_heap() is False
+    assert cpu_heap.trim_heap() is False
 
 
 @pytest.mark.parametrize('switch, cuda, applied', [

@@ -74,6 +74,13 @@ def steady_heap(mmap_threshold: int = STEADY_MMAP_THRESHOLD,
                 and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
+def trim_heap() -> bool:
+    """Hand glibc's free heap memory back to the OS now (``malloc_trim(0)``; the
+    benchmarks do it before measuring a step's peak memory). False off glibc."""
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
+
+
 def steady_heap_for_cpu_run() -> bool:
     """:func:`steady_heap` for a run on a machine without CUDA, unless the environment
     variable ``MMSSM_STEADY_HEAP`` is ``0`` (``1`` applies it with CUDA too). Returns

@@ -36,7 +36,6 @@ Examples::
 """
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -55,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from mmssm import families  # noqa: E402
-from mmssm.apis.cpu_heap import steady_heap  # noqa: E402
+from mmssm.apis.cpu_heap import steady_heap, trim_heap  # noqa: E402
 
 # Environment of each path (None = unset).
 PATHS = {
@@ -165,16 +164,11 @@ def _rss_reader() -> Optional[Callable[[], int]]:
 
 
 _read_rss = _rss_reader()
-try:
-    _libc = ctypes.CDLL('libc.so.6')
-except OSError:
-    _libc = None
 
 
 def _trim_heap() -> None:
     gc.collect()
-    if _libc is not None and hasattr(_libc, 'malloc_trim'):
-        _libc.malloc_trim(0)
+    trim_heap()
 
 
 class RssPeak:
@@ -749,12 +743,18 @@ def thread_probe_subprocess(model_name: str, size: int, policy: str, args) -> di
     env.pop('GOMP_SPINCOUNT', None)
     if policy != 'default':
         env['OMP_WAIT_POLICY'] = policy
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--thread-probe', model_name,
-           str(size), '--iters', str(args.iters), '--warmup', str(args.warmup),
-           '--heap', args.heap]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return _run_probe(['--thread-probe', model_name, str(size), '--iters', str(args.iters),
+                       '--warmup', str(args.warmup), '--heap', args.heap], env,
+                      f'thread probe ({policy})')
+
+
+def _run_probe(probe_args: List[str], env: Dict[str, str], what: str) -> dict:
+    """Run this script with ``probe_args`` in a fresh process; its last stdout line is
+    the probe's JSON result."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve())] + probe_args,
+                          env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f'thread probe ({policy}) failed:\n{proc.stderr[-2000:]}')
+        raise SystemExit(f'{what} failed:\n{proc.stderr[-2000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -783,13 +783,10 @@ def heap_probe_subprocess(model_name: str, size: int, heap: str, args) -> dict:
     """heap_probe in a fresh process (glibc's heap state is per process)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'GLIBC_TUNABLES')}
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--peers', '--heap-probe',
-           model_name, str(size), '--iters', str(args.iters), '--warmup', str(args.warmup),
-           '--threads', str(args.threads or 1), '--heap', heap]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f'heap probe ({model_name}, {heap}) failed:\n{proc.stderr[-2000:]}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run_probe(['--peers', '--heap-probe', model_name, str(size), '--iters',
+                       str(args.iters), '--warmup', str(args.warmup), '--threads',
+                       str(args.threads or 1), '--heap', heap], env,
+                      f'heap probe ({model_name}, {heap})')
 
 
 def peers_markdown(report: dict) -> str:
