@@ -233,21 +233,28 @@ std::vector<Tensor> fwd_lowrank(const Tensor& u, const Tensor& delta_lowrank,
                  delta_weight.contiguous());
 }
 
-// The routed forward (scan.h: route_index): the G routes of route_index (G, L) read from
-// x (batch, T, E) and summed back into out (batch, T, E) -- with merge false returned per
-// route step, (batch, G, L, E); delta_lowrank (batch, G, R, T),
-// B and C (batch, G, N, T) per token; A (G*E, N), delta_weight (G*E, R), D and
-// delta_bias (G*E,) per route channel. float32 or float64, forward only.
-Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delta_lowrank,
-                  const Tensor& delta_weight, const Tensor& A, const Tensor& B,
-                  const Tensor& C, const std::optional<Tensor>& D,
-                  const std::optional<Tensor>& delta_bias, bool delta_softplus, bool merge) {
+// The routed forward's inputs (scan.h: route_index): the G routes of route_index (G, L)
+// read from x (batch, T, E); delta_lowrank (batch, G, R, T), B and C (batch, G, N, T) per
+// token; A (G*E, N), delta_weight (G*E, R), D and delta_bias (G*E,) per route channel;
+// float32 or float64, all in x's dtype.
+struct RoutesChecked {
+  Checked c;
+  Tensor index, low, weight;
+  int64_t tokens = 0, channels = 0;
+  bool rows_by_step = false;
+};
+
+RoutesChecked check_routes(const Tensor& x, const Tensor& route_index,
+                           const Tensor& delta_lowrank, const Tensor& delta_weight,
+                           const Tensor& A, const Tensor& B, const Tensor& C,
+                           const std::optional<Tensor>& D,
+                           const std::optional<Tensor>& delta_bias, bool rows_by_step) {
   TORCH_CHECK(x.defined() && x.dim() == 3, "selective_scan cpu: x must be (batch, T, E), ",
               "got shape ", x.defined() ? shape_str(x) : std::string("undefined"));
   TORCH_CHECK(x.device().is_cpu(), "selective_scan cpu: x must be a CPU tensor, got device ",
               x.device());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "selective_scan cpu: the routed forward takes float32 or float64 x, got ",
+              "selective_scan cpu: the routed scan takes float32 or float64 x, got ",
               x.scalar_type());
   TORCH_CHECK(route_index.defined() && route_index.dim() == 2 &&
                   route_index.scalar_type() == at::kLong && route_index.device().is_cpu(),
@@ -269,35 +276,35 @@ Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delt
   const char* weight_rule = "A, D, delta_bias and delta_weight use x's dtype";
   check_tensor(A, "A", {dim, dstate}, acc_type, weight_rule);
   check_tensor(delta_weight, "delta_weight", {dim, rank}, acc_type, weight_rule);
-  check_tensor(delta_lowrank, "delta_lowrank", {batch, groups, rank, tokens}, in_type,
+  // per token (batch, G, rows, T), or per route step (batch, G, rows, L)
+  const int64_t per = rows_by_step ? seqlen : tokens;
+  check_tensor(delta_lowrank, "delta_lowrank", {batch, groups, rank, per}, in_type,
                input_rule);
-  check_tensor(B, "B", {batch, groups, dstate, tokens}, in_type, input_rule);
-  check_tensor(C, "C", {batch, groups, dstate, tokens}, in_type, input_rule);
-  Tensor D_c, bias_c;
+  check_tensor(B, "B", {batch, groups, dstate, per}, in_type, input_rule);
+  check_tensor(C, "C", {batch, groups, dstate, per}, in_type, input_rule);
+  RoutesChecked r;
+  Checked& c = r.c;
   if (D.has_value() && D->defined()) {
     check_tensor(*D, "D", {dim}, acc_type, weight_rule);
-    D_c = D->contiguous();
+    c.D = D->contiguous();
   }
   if (delta_bias.has_value() && delta_bias->defined()) {
     check_tensor(*delta_bias, "delta_bias", {dim}, acc_type, weight_rule);
-    bias_c = delta_bias->contiguous();
+    c.delta_bias = delta_bias->contiguous();
   }
-  Tensor index = route_index.contiguous();
+  r.index = route_index.contiguous();
   {
-    const int64_t* v = index.data_ptr<int64_t>();
-    for (int64_t i = 0; i < index.numel(); ++i) {
+    const int64_t* v = r.index.data_ptr<int64_t>();
+    for (int64_t i = 0; i < r.index.numel(); ++i) {
       TORCH_CHECK(v[i] >= -1 && v[i] < tokens, "selective_scan cpu: route_index holds ", v[i],
                   " at flat position ", i, "; entries must be in [-1, T) with T = ", tokens,
                   " (x ", shape_str(x), ")");
     }
   }
-  Checked c;
   c.u = (channels <= 1 || x.stride(2) == 1) ? x : x.contiguous();
   c.B = last_dim_contiguous(B);
   c.C = last_dim_contiguous(C);
   c.A = A.contiguous();
-  c.D = D_c;
-  c.delta_bias = bias_c;
   c.batch = batch;
   c.dim = dim;
   c.seqlen = seqlen;
@@ -305,25 +312,120 @@ Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delt
   c.groups = groups;
   c.in_type = in_type;
   c.acc_type = acc_type;
-  const Tensor low = last_dim_contiguous(delta_lowrank), weight = delta_weight.contiguous();
-  Tensor out = merge ? at::zeros({batch, tokens, channels}, x.options())
-                     : at::empty({batch, groups, seqlen, channels}, x.options());
+  r.low = last_dim_contiguous(delta_lowrank);
+  r.weight = delta_weight.contiguous();
+  r.tokens = tokens;
+  r.channels = channels;
+  r.rows_by_step = rows_by_step;
+  return r;
+}
 
-  mmssm::SelectiveScanFwdParams p;
-  fill_params(p, c, delta_softplus);
-  fill_lowrank(p, low, weight);
-  p.u_token_stride = c.u.stride(1);  // u is (batch, T, E): tokens, then channels
-  p.u_dim_stride = c.u.stride(2);
-  p.route_index = index.data_ptr<int64_t>();
-  p.tokens = tokens;
+void fill_routes(mmssm::SelectiveScanFwdParams& p, const RoutesChecked& r, bool delta_softplus,
+                 bool merge) {
+  fill_params(p, r.c, delta_softplus);
+  fill_lowrank(p, r.low, r.weight);
+  p.u_token_stride = r.c.u.stride(1);  // u is (batch, T, E): tokens, then channels
+  p.u_dim_stride = r.c.u.stride(2);
+  p.route_index = r.index.data_ptr<int64_t>();
+  p.tokens = r.tokens;
   p.route_merge = merge;
+  p.route_rows_by_step = r.rows_by_step;
+}
+
+std::vector<Tensor> run_fwd_routes(const RoutesChecked& r, bool delta_softplus, bool merge,
+                                   bool keep_states) {
+  const Checked& c = r.c;
+  Tensor out = merge ? at::zeros({c.batch, r.tokens, r.channels}, c.u.options())
+                     : at::empty({c.batch, c.groups, c.seqlen, r.channels}, c.u.options());
+  Tensor states = keep_states ? at::empty({c.batch, c.dim, n_chunks_for(c.seqlen), c.dstate},
+                                          c.u.options())
+                              : Tensor();
+  mmssm::SelectiveScanFwdParams p;
+  fill_routes(p, r, delta_softplus, merge);
   p.out = out.data_ptr();
-  if (out.numel() == 0) return out;
-  {
+  p.chunk_states = keep_states && states.numel() > 0 ? states.data_ptr() : nullptr;
+  if (out.numel() > 0) {
     pybind11::gil_scoped_release no_gil;
     mmssm::selective_scan_fwd_routes_cpu(p);
   }
-  return out;
+  return {out, states};
+}
+
+// The routed forward (scan.h: route_index, see check_routes): out (batch, T, E), the
+// routes' outputs summed per token -- with merge false (batch, G, L, E) per route step.
+// rows_by_step: delta_lowrank, B and C are given per route step (scan.h:
+// route_rows_by_step) instead of per token.
+Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delta_lowrank,
+                  const Tensor& delta_weight, const Tensor& A, const Tensor& B,
+                  const Tensor& C, const std::optional<Tensor>& D,
+                  const std::optional<Tensor>& delta_bias, bool delta_softplus, bool merge,
+                  bool rows_by_step) {
+  const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
+                                       D, delta_bias, rows_by_step);
+  return run_fwd_routes(r, delta_softplus, merge, false)[0];
+}
+
+// The routed forward with merged routes that keeps what bwd_routes needs:
+// [out (batch, T, E), chunk_states (batch, G*E, ceil(L / chunk_size), N)].
+std::vector<Tensor> fwd_routes_saved(const Tensor& x, const Tensor& route_index,
+                                     const Tensor& delta_lowrank, const Tensor& delta_weight,
+                                     const Tensor& A, const Tensor& B, const Tensor& C,
+                                     const std::optional<Tensor>& D,
+                                     const std::optional<Tensor>& delta_bias,
+                                     bool delta_softplus, bool rows_by_step) {
+  const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
+                                       D, delta_bias, rows_by_step);
+  return run_fwd_routes(r, delta_softplus, true, true);
+}
+
+// The routed backward: the gradients of fwd_routes_saved's out for dout (batch, T, E),
+// [dx (batch, T, E), d delta_lowrank (batch, G, R, T), d delta_weight (G*E, R), dA,
+//  dB, dC (batch, G, N, T), dD, d delta_bias] (None for absent D / delta_bias); the
+// gradients of delta_lowrank / B / C are per token also with rows_by_step.
+std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
+                               const Tensor& delta_lowrank, const Tensor& delta_weight,
+                               const Tensor& A, const Tensor& B, const Tensor& C,
+                               const std::optional<Tensor>& D,
+                               const std::optional<Tensor>& delta_bias, const Tensor& dout,
+                               const Tensor& chunk_states, bool delta_softplus,
+                               bool rows_by_step) {
+  const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
+                                       D, delta_bias, rows_by_step);
+  const Checked& c = r.c;
+  const char* rule = "the routed forward's dtype (x's)";
+  check_tensor(dout, "dout", {c.batch, r.tokens, r.channels}, c.in_type, rule);
+  check_tensor(chunk_states, "chunk_states",
+               {c.batch, c.dim, n_chunks_for(c.seqlen), c.dstate}, c.acc_type,
+               "returned by fwd_routes_saved");
+  const Tensor dout_c = dout.contiguous(), states = chunk_states.contiguous();
+  auto opts = c.u.options();
+  Tensor dx = at::zeros({c.batch, r.tokens, r.channels}, opts);
+  Tensor dlow = at::zeros({c.batch, c.groups, r.weight.size(1), r.tokens}, opts);  // per token
+  Tensor dweight = at::zeros({c.dim, r.weight.size(1)}, opts);
+  Tensor dA = at::zeros({c.dim, c.dstate}, opts);
+  Tensor dB = at::zeros({c.batch, c.groups, c.dstate, r.tokens}, opts);
+  Tensor dC = at::zeros({c.batch, c.groups, c.dstate, r.tokens}, opts);
+  Tensor dD, ddelta_bias;
+  if (c.D.defined()) dD = at::zeros({c.dim}, opts);
+  if (c.delta_bias.defined()) ddelta_bias = at::zeros({c.dim}, opts);
+
+  mmssm::SelectiveScanBwdParams p;
+  fill_routes(p, r, delta_softplus, true);
+  p.chunk_states = states.numel() > 0 ? states.data_ptr() : nullptr;
+  p.dout = dout_c.data_ptr();
+  p.du = dx.data_ptr();
+  p.ddelta_lowrank = dlow.data_ptr();
+  p.ddelta_weight = dweight.data_ptr();
+  p.dA = dA.data_ptr();
+  p.dB = dB.data_ptr();
+  p.dC = dC.data_ptr();
+  p.dD = dD.defined() ? dD.data_ptr() : nullptr;
+  p.ddelta_bias = ddelta_bias.defined() ? ddelta_bias.data_ptr() : nullptr;
+  if (c.batch * c.dim > 0 && c.seqlen > 0) {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::selective_scan_bwd_routes_cpu(p);
+  }
+  return {dx, dlow, dweight, dA, dB, dC, dD, ddelta_bias};
 }
 
 std::vector<Tensor> run_fwd(const Checked& c, bool delta_softplus,
@@ -509,14 +611,35 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("z"), pybind11::arg("delta_bias"), pybind11::arg("delta_softplus"));
   m.def("fwd_routes", &fwd_routes,
         "fwd_routes(x, route_index, delta_lowrank, delta_weight, A, B, C, D, delta_bias, "
-        "delta_softplus, merge) -> out: the routes of route_index (G, L) scanned from the "
-        "token-major map x (batch, T, E) and summed back into out (batch, T, E), or with "
-        "merge false out (batch, G, L, E) per route step; delta_lowrank, B, C per token "
-        "(see csrc/selective_scan/scan.h: route_index)",
+        "delta_softplus, merge, rows_by_step=False) -> out: the routes of route_index "
+        "(G, L) scanned from the token-major map x (batch, T, E) and summed back into out "
+        "(batch, T, E), or with merge false out (batch, G, L, E) per route step; "
+        "delta_lowrank, B, C per token (batch, G, R or N, T), or with rows_by_step per route "
+        "step (batch, G, R or N, L) (see csrc/selective_scan/scan.h: route_index)",
         pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
         pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
-        pybind11::arg("delta_softplus"), pybind11::arg("merge"));
+        pybind11::arg("delta_softplus"), pybind11::arg("merge"),
+        pybind11::arg("rows_by_step") = false);
+  m.def("fwd_routes_saved", &fwd_routes_saved,
+        "fwd_routes_saved(x, route_index, delta_lowrank, delta_weight, A, B, C, D, "
+        "delta_bias, delta_softplus, rows_by_step=False) -> [out, chunk_states]: fwd_routes "
+        "with merged routes, "
+        "keeping the block states bwd_routes restarts from",
+        pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
+        pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
+        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false);
+  m.def("bwd_routes", &bwd_routes,
+        "bwd_routes(x, route_index, delta_lowrank, delta_weight, A, B, C, D, delta_bias, "
+        "dout, chunk_states, delta_softplus, rows_by_step=False) -> [dx, ddelta_lowrank, "
+        "ddelta_weight, dA, dB, dC, dD, ddelta_bias]: the gradients of fwd_routes_saved's "
+        "out for dout (batch, T, E); those of delta_lowrank, B and C per token",
+        pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
+        pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
+        pybind11::arg("dout"), pybind11::arg("chunk_states"),
+        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false);
   m.def("route_conv_silu", &route_conv_silu,
         "route_conv_silu(x, weight, bias) -> out: Vim's causal depthwise conv1d + bias + "
         "SiLU over x (B, D, L) read forward (route 0, weight[:D]) and reversed in time "

@@ -73,10 +73,16 @@ struct SelectiveScanFwdParams {
   // out: (batch, T, E) contiguous, zero-initialised by the caller -- or, with
   // route_merge false, out[b, g, l, e] = y_g[b, e, l], (batch, G, L, E) contiguous (the
   // routes' outputs token-major in route order, for a caller that normalises them before
-  // merging). delta_lowrank is required and z, last_state and chunk_states must be null.
+  // merging). delta_lowrank is required and z and last_state must be null; chunk_states
+// (optional, route_merge true) receives the states the routed backward restarts from.
   const int64_t* route_index = nullptr;  // (G, L), contiguous, values in [-1, T)
   int64_t tokens = 0;                    // T
   bool route_merge = true;
+  // delta_lowrank, B and C are given per route step instead, (batch, G, R or N, L): row
+  // step l is token route_index[g, l]'s (zero at padding steps) -- gathered once by the
+  // caller rather than by every channel tile. The backward's dB / dC / d delta_lowrank
+  // are per token either way.
+  bool route_rows_by_step = false;
   int64_t u_token_stride = 0;
 
   // (batch, G, N, L), input dtype
@@ -125,6 +131,14 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
   void* dC = nullptr;      // (batch, G, N, L) acc_t
   void* dD = nullptr;      // (dim,) acc_t, when D is given
   void* ddelta_bias = nullptr;  // (dim,) acc_t, when delta_bias is given
+
+  // The routed backward only (selective_scan_bwd_routes_cpu; route_index and
+  // delta_lowrank set as in the routed forward, route_merge true): dout and du are the
+  // token-major maps (batch, T, E), contiguous (du zero-initialised: the routes' input
+  // gradients are summed into it), chunk_states are the routed forward's (required);
+  // ddelta is not written, the gradient of delta goes to its two factors instead:
+  void* ddelta_lowrank = nullptr;  // (batch, G, R, T) acc_t, zero-initialised
+  void* ddelta_weight = nullptr;   // (dim, R) acc_t, zero-initialised
 };
 
 // CPU backend (cpu/*.cpp: tiles of 16 channels, SIMD across the channels).
@@ -134,8 +148,11 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
 constexpr int64_t kCpuChunkSize = 64;
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
-// The routed forward (route_index set; float32 / float64 inputs).
+// The routed forward (route_index set; float32 / float64 inputs); with chunk_states set
+// it keeps the block states for the routed backward (route_merge true).
 void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& params);
+// Its adjoint: the gradients of the routed forward with route_merge true.
+void selective_scan_bwd_routes_cpu(const SelectiveScanBwdParams& params);
 // The instruction set the CPU kernels run with here: "avx512", "avx2" or "generic"
 // (the best this CPU has, or a lower one named by the environment variable
 // MMSSM_CPU_ISA=generic|avx2, read once).

@@ -259,3 +259,61 @@ class SelectiveScanLowRankFn(torch.autograd.Function):
         grads = _differentiable_once('cpu', grads,
                                      (dout, u, low, weight, A, B, C, D, z, delta_bias))
         return (*grads, None)
+
+
+def route_step_rows(rows: Tensor, index: Tensor, padded: bool) -> Tensor:
+    """Per-token rows (B, K, S, T) -> the same rows per route step (B, K, S, L): step l
+    of route k is token ``index[k, l]``'s, zero at padding steps (-1; ``padded`` says
+    whether ``index`` has any). What the routed kernels read with ``rows_by_step``:
+    gathered once here instead of once per channel tile in the kernel."""
+    batch, routes, count, _ = rows.shape
+    where = index.clamp(min=0) if padded else index
+    picked = torch.take_along_dim(rows, where[None, :, None, :].expand(batch, routes, count, -1),
+                                  dim=3)
+    if padded:
+        picked.mul_((index >= 0)[None, :, None, :].to(rows.dtype))
+    return picked
+
+
+class SelectiveScanRoutesFn(torch.autograd.Function):
+    """The routed scan with merged routes on the CPU kernels, differentiable
+    (``mmssm._C``'s ``fwd_routes_saved`` / ``bwd_routes``; float32 or float64, every
+    tensor in ``x``'s dtype). Arguments as :func:`mmssm.ops.routed_scan.selective_scan_routes`
+    with ``merge=True`` (and ``padded``: whether ``index`` may hold padding steps);
+    returns (B, T, E).
+
+    The forward keeps the states at the end of every chunk of steps; the backward kernel
+    restarts each chunk from them, reads every route step from the token-major maps as
+    the forward does and sums the input gradients of all routes onto the tokens. It
+    returns the gradients of delta's two factors (``delta_lowrank``, ``delta_weight``), of
+    the per-token B / C rows and of the per-channel parameters directly, so no route is
+    ever gathered into a copy, in either direction.
+    """
+
+    @staticmethod
+    def forward(ctx, x, index, delta_lowrank, delta_weight, A, B, C, D, delta_bias,
+                delta_softplus, padded=True):
+        module = load_backend('cpu')
+        # the per-token rows in route order, once (``padded``: index may hold -1)
+        low, B, C = (route_step_rows(t, index, bool(padded)) for t in (delta_lowrank, B, C))
+        out, chunk_states = module.fwd_routes_saved(x, index, low, delta_weight, A, B, C, D,
+                                                    delta_bias, bool(delta_softplus), True)
+        ctx.save_for_backward(x, index, low, delta_weight, A, B, C, D, delta_bias,
+                              chunk_states)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.mark_non_differentiable(index)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, index, low, weight, A, B, C, D, delta_bias, chunk_states = ctx.saved_tensors
+        with torch.autocast(device_type='cpu', enabled=False):
+            grads = load_backend('cpu').bwd_routes(x, index, low, weight, A, B, C, D,
+                                                   delta_bias, dout.to(x.dtype), chunk_states,
+                                                   ctx.delta_softplus, True)
+        dx, dlow, dweight, dA, dB, dC, dD, dbias = grads
+        grads = [dx, dlow, dweight, dA, dB, dC, dD, dbias]
+        grads = _differentiable_once('cpu', grads,
+                                     (dout, x, low, weight, A, B, C, D, delta_bias))
+        dx, dlow, dweight, dA, dB, dC, dD, dbias = grads
+        return dx, None, dlow, dweight, dA, dB, dC, dD, dbias, None, None

@@ -22,11 +22,13 @@ Two implementations of this one function:
   :func:`~mmssm.ops.selective_scan_lowrank` and an index-add, as torch ops;
 * **fused** (``mmssm._C.fwd_routes``, csrc/selective_scan/cpu/scan_cpu_kernels.h,
   "routed forward"): CPU, float32, inference (no autograd graph), outside autocast,
-  tracing and export. Each step of a route is one vector load of a token's channels and
+  tracing and export; and with ``merge=True`` also where a graph is built
+  (:class:`~mmssm.ops.kernels.SelectiveScanRoutesFn`: ``fwd_routes_saved`` and its
+  adjoint ``bwd_routes``, same file, "routed backward"). Each step of a route is one vector load of a token's channels and
   its output one vector add into that token's row, so the K gathered copies of the map,
   the merge's flips / transposes / adds and the per-route projection of the gathered
   copies are never formed. Its results equal the composite's up to rounding (the routes
-  are summed in order k = 0, 1, ...).
+  are summed in order k = 0, 1, ...), and so do its gradients.
 
 The fused path follows the selective-scan backend choice (``backend`` /
 :func:`~mmssm.ops.scan_backend` / ``MMSSM_SCAN_BACKEND``).
@@ -36,7 +38,8 @@ from typing import Optional
 import torch
 
 from .scan_patterns import _has_padding
-from .selective_scan import fused_inference_applies, selective_scan_lowrank
+from .selective_scan import (cpu_kernel_applies, fused_inference_applies,
+                             selective_scan_lowrank)
 
 Tensor = torch.Tensor
 
@@ -60,6 +63,20 @@ def _route_rows(t: Tensor, index: Tensor) -> Tensor:
     picked = torch.take_along_dim(
         t, index.clamp(min=0)[None, :, None, :].expand(batch, routes, rows, -1), dim=3)
     return picked * (index >= 0)[None, :, None, :].to(t.dtype)
+
+
+def routed_training_applies(tensors, backend: Optional[str] = None) -> bool:
+    """Whether :func:`selective_scan_routes` with ``merge=True`` runs for ``tensors``
+    (None entries ignored) as the fused routed forward and backward
+    (:class:`~mmssm.ops.kernels.SelectiveScanRoutesFn`): all float32, an autograd graph is
+    built through them, and the CPU kernels apply (:func:`~mmssm.ops.selective_scan.
+    cpu_kernel_applies`: no autocast, trace or export)."""
+    tensors = [t for t in tensors if t is not None]
+    if any(t.dtype != torch.float32 for t in tensors):
+        return False
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return False
+    return cpu_kernel_applies(tensors[0].device, backend, 'bwd_routes')
 
 
 def merge_token_routes(ys: Tensor, index: Tensor, tokens: int) -> Tensor:
@@ -123,13 +140,23 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
     if index.device != x.device:
         raise ValueError(f'selective_scan_routes: index is on {index.device} but x is on '
                          f'{x.device}')
-    if fused_inference_applies((x, delta_lowrank, delta_weight, A, B, C, D, delta_bias),
-                               backend, 'fwd_routes'):
-        from .kernels import load_backend
-        return load_backend('cpu').fwd_routes(x, index.long(), delta_lowrank, delta_weight,
-                                              A, B, C, D, delta_bias, bool(delta_softplus),
-                                              bool(merge))
-    # (the fused kernel checks the entries itself)
+    tensors = (x, delta_lowrank, delta_weight, A, B, C, D, delta_bias)
+    if fused_inference_applies(tensors, backend, 'fwd_routes'):
+        from .kernels import load_backend, route_step_rows
+        index = index.long()
+        padded = _has_padding(index, tokens)
+        # the per-token rows in route order once, not once per channel tile in the kernel
+        low, B, C = (route_step_rows(t, index, padded) for t in (delta_lowrank, B, C))
+        return load_backend('cpu').fwd_routes(x, index, low, delta_weight, A, B, C, D,
+                                              delta_bias, bool(delta_softplus), bool(merge),
+                                              True)
+    if merge and routed_training_applies(tensors, backend):
+        from .kernels import SelectiveScanRoutesFn
+        index = index.long()
+        return SelectiveScanRoutesFn.apply(x, index, delta_lowrank, delta_weight, A, B, C, D,
+                                           delta_bias, bool(delta_softplus),
+                                           _has_padding(index, tokens))
+    # (the fused kernels check the entries themselves)
     if index.numel() and (int(index.min()) < -1 or int(index.max()) >= tokens):
         raise ValueError(f'selective_scan_routes: index entries must be in [-1, {tokens}) '
                          f'(T of x {_shape(x)}), got [{int(index.min())}, '

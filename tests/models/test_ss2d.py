@@ -234,9 +234,10 @@ def test_linear2d_keeps_the_layout_and_equals_the_1x1_conv():
 
 @pytest.mark.parametrize('pattern, gated', [('cross', False), ('bidirectional', True)])
 def test_ss2d_routed_kernel_equals_the_gathered_path(pattern, gated, monkeypatch):
-    """CPU float32 inference scans a whole-map pattern with the routed kernel
-    (SelectiveScanRoutes.scan_map); it computes what gather -> scan_routes -> merge does.
-    Training, and a module whose merge is overridden, keep the three steps."""
+    """CPU float32 inference and training scan a whole-map pattern with the routed kernels
+    (SelectiveScanRoutes.scan_map; in training the routed forward / backward pair): they
+    compute what gather -> scan_routes -> merge does, gradients included. A module whose
+    merge is overridden keeps the three steps."""
     from mmssm.ops.kernels import backend_available
     if not backend_available('cpu'):
         pytest.skip('mmssm._C is not built')
@@ -249,17 +250,30 @@ def test_ss2d_routed_kernel_equals_the_gathered_path(pattern, gated, monkeypatch
     with torch.no_grad():
         routed = module(x)
         assert len(calls) == 1
-        monkeypatch.setattr(SS2D, 'routed_kernel_applies', lambda self, x: False)
+        monkeypatch.setattr(SS2D, 'routed_kernel_applies', lambda self, x, merge=False: False)
         gathered = module(x)
     assert len(calls) == 1
     torch.testing.assert_close(routed, gathered, rtol=1e-5, atol=1e-5)
+
+    def gradients():
+        module.zero_grad()
+        inp = x.clone().requires_grad_()
+        (module(inp) * torch.linspace(-1, 1, 2 * 8 * 9 * 11).view(2, 8, 9, 11)).sum().backward()
+        return [inp.grad] + [p.grad.clone() for p in module.parameters()]
+
+    module.train()
+    gathered = gradients()  # (routed_kernel_applies is still patched to False)
     monkeypatch.undo()
     monkeypatch.setattr(SS2D, 'scan_map', lambda self, *a: calls.append(1) or real(self, *a))
-    module(x.requires_grad_()).sum().backward()  # training: autograd, gathered path
+    routed = gradients()
+    assert len(calls) == 2
+    for got, want in zip(routed, gathered):
+        scale = want.abs().max().item() + 1e-3
+        torch.testing.assert_close(got / scale, want / scale, rtol=1e-4, atol=1e-5)
     module.merge_routes = module.merge_routes  # an instance-level merge (parity helpers)
     with torch.no_grad():
         module(x)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_linear_fuses_its_activation_and_keeps_the_function():

@@ -1,15 +1,16 @@
 """``selective_scan_routes``: gather, scan and merge of a scan pattern's routes in one call,
-fused on CPU (``mmssm._C.fwd_routes``), against its definition written with the
-pattern-level ops (``gather_routes`` -> ``selective_scan_lowrank`` -> ``merge_routes``):
-every pattern, N = 1 / 16 / other, partial channel tiles, strided maps, float64, the
-dispatch, thread counts, instruction sets and the errors."""
+fused on CPU (``mmssm._C.fwd_routes``; in training ``fwd_routes_saved`` / ``bwd_routes``),
+against its definition written with the pattern-level ops (``gather_routes`` ->
+``selective_scan_lowrank`` -> ``merge_routes``): outputs and gradients for every pattern,
+N = 1 / 16 / other, partial channel tiles, strided maps, float64, the dispatch, thread
+counts, instruction sets and the errors."""
 import pytest
 import torch
 from cpu_runs import for_thread_counts, run_with_cpu_isa
 
 import mmssm.ops.routed_scan as routed_scan
 from mmssm.ops import scan_backend, selective_scan_lowrank
-from mmssm.ops.kernels import backend_available, load_backend
+from mmssm.ops.kernels import SelectiveScanRoutesFn, backend_available, load_backend
 from mmssm.ops.routed_scan import merge_token_routes, selective_scan_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 
@@ -115,12 +116,16 @@ def test_strided_inputs():
 
 
 def test_the_kernel_runs_where_it_applies(monkeypatch):
-    """Fused for float32 CPU inference; composite under autograd, for float64, on the
-    'torch' backend, while tracing -- and the composite path has gradients."""
-    calls = []
+    """Fused for float32 CPU inference; the fused training kernels where a graph is built
+    in float32 with merged routes; composite for float64, unmerged routes under autograd,
+    on the 'torch' backend -- and every path has gradients."""
+    calls, trained = [], []
     real = routed_scan.fused_inference_applies
     monkeypatch.setattr(routed_scan, 'fused_inference_applies',
                         lambda *a: calls.append(real(*a)) or calls[-1])
+    real_apply = SelectiveScanRoutesFn.apply
+    monkeypatch.setattr(SelectiveScanRoutesFn, 'apply',
+                        lambda *a: trained.append(a[0].shape) or real_apply(*a))
     case = make_case('bidirectional', (4, 6), 16, 1, 2, 1)
     with torch.no_grad():
         selective_scan_routes(**case, delta_softplus=True)
@@ -128,11 +133,77 @@ def test_the_kernel_runs_where_it_applies(monkeypatch):
             selective_scan_routes(**case, delta_softplus=True)
         case64 = {k: (v.double() if v.is_floating_point() else v) for k, v in case.items()}
         selective_scan_routes(**case64, delta_softplus=True)
-    x = case['x'].clone().requires_grad_()
-    out = selective_scan_routes(**dict(case, x=x), delta_softplus=True)
-    assert calls == [True, False, False, False]
-    out.square().sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert calls == [True, False, False] and trained == []
+    for dtype, merge, backend, fused in [(torch.float32, True, None, True),
+                                         (torch.float32, True, 'torch', False),
+                                         (torch.float32, False, None, False),
+                                         (torch.float64, True, None, False)]:
+        trained.clear()
+        inputs = {k: (v.to(dtype, copy=True) if v.is_floating_point() else v)
+                  for k, v in case.items()}
+        x = inputs['x'].requires_grad_()
+        out = selective_scan_routes(**inputs, delta_softplus=True, merge=merge,
+                                    backend=backend)
+        assert len(trained) == int(fused), (dtype, merge, backend)
+        out.square().sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def _gradients(fn, case, names=ARGS):
+    inputs = {k: (v.detach().clone().requires_grad_() if v.is_floating_point() else v)
+              for k, v in case.items()}
+    out = fn(inputs)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    grads = torch.autograd.grad((out * weights).sum(),
+                                [inputs[k] for k in names if k != 'index'])
+    return out, dict(zip([k for k in names if k != 'index'], grads))
+
+
+@pytest.mark.parametrize('pattern,size,channels,dstate,rank,batch', CASES)
+def test_training_kernels_match_the_definition(pattern, size, channels, dstate, rank,
+                                               batch):
+    """The routed forward / backward pair (float64 through the autograd function, float32
+    through the dispatch) against autograd through the definition: every input's
+    gradient, with padding steps (atrous) and tokens visited more than once per route
+    (multiscale_low)."""
+    case = make_case(pattern, size, channels, dstate, rank, batch, torch.float64)
+    expected, grads = _gradients(lambda c: definition(pattern, size, c), case)
+    out, fused = _gradients(
+        lambda c: SelectiveScanRoutesFn.apply(*(c[k] for k in ARGS), True), case)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for name, grad in grads.items():
+        torch.testing.assert_close(fused[name], grad, rtol=1e-10, atol=1e-10, msg=name)
+    case32 = {k: (v.float() if v.is_floating_point() else v) for k, v in case.items()}
+    out32, fused32 = _gradients(lambda c: selective_scan_routes(**c, delta_softplus=True),
+                                case32)
+    assert out32.grad_fn is not None and 'SelectiveScanRoutes' in type(out32.grad_fn).__name__
+    for name, grad in grads.items():
+        scale = grad.abs().max().item() + 1.0
+        torch.testing.assert_close(fused32[name].double() / scale, grad / scale,
+                                   rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_gradcheck_of_the_training_kernels():
+    case = make_case('atrous', (3, 4), 5, 2, 2, 2, torch.float64)
+    inputs = [case[k].requires_grad_() if k != 'index' else case[k] for k in ARGS]
+    index = inputs.pop(1)
+    assert torch.autograd.gradcheck(
+        lambda *t: SelectiveScanRoutesFn.apply(t[0], index, *t[1:], True), tuple(inputs))
+    without = make_case('cross', (3, 3), 3, 1, 1, 1, torch.float64)
+    x, low = without['x'].requires_grad_(), without['delta_lowrank'].requires_grad_()
+    assert torch.autograd.gradcheck(  # no D, no delta_bias, no softplus
+        lambda x, low: SelectiveScanRoutesFn.apply(
+            x, without['index'], low, without['delta_weight'], without['A'], without['B'],
+            without['C'], None, None, False), (x, low))
+
+
+def test_training_kernels_are_differentiable_once():
+    case = make_case('cross', (3, 3), 4, 1, 2, 1)
+    x = case['x'].requires_grad_()
+    out = selective_scan_routes(**case, delta_softplus=True)
+    (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match='differentiable once'):
+        grad.sum().backward()
 
 
 def test_gradcheck_of_the_composite_path():
@@ -150,6 +221,18 @@ def test_deterministic_across_thread_counts():
         one, two = for_thread_counts(
             lambda: selective_scan_routes(**case, delta_softplus=True))
     assert torch.equal(one, two)
+
+
+def test_training_kernels_deterministic_across_thread_counts():
+    case = make_case('cross', (24, 24), 64, 1, 6, 2)
+
+    def step():
+        return _gradients(lambda c: selective_scan_routes(**c, delta_softplus=True), case)
+
+    (out1, grads1), (out2, grads2) = for_thread_counts(step)
+    assert torch.equal(out1, out2)
+    for name in grads1:
+        assert torch.equal(grads1[name], grads2[name]), name
 
 
 @pytest.mark.parametrize('name,value,error,pattern', [
@@ -184,12 +267,64 @@ def test_binding_checks_its_arguments():
             fwd(*bad, True, True)
 
 
+@pytest.mark.parametrize('pattern,size', [('atrous', (5, 7)), ('multiscale_low', (6, 5))])
+def test_rows_per_token_or_per_step(pattern, size):
+    """The kernels read the low-rank delta / B / C rows per token (gathered at every
+    step) or already in step order (route_step_rows, what the Python paths pass): the
+    same outputs and gradients, which are per token either way."""
+    from mmssm.ops.kernels import route_step_rows
+    module = load_backend('cpu')
+    case = make_case(pattern, size, 20, 3, 2, 2, torch.float64)
+    index = case['index']
+    stepped = dict(case, **{k: route_step_rows(case[k], index, True)
+                            for k in ('delta_lowrank', 'B', 'C')})
+    assert stepped['B'].shape[-1] == index.shape[1]
+    per_token = [case[k] for k in ARGS]
+    per_step = [stepped[k] for k in ARGS]
+    for merge in (True, False):
+        torch.testing.assert_close(module.fwd_routes(*per_step, True, merge, True),
+                                   module.fwd_routes(*per_token, True, merge),
+                                   rtol=1e-13, atol=1e-13)
+    out, states = module.fwd_routes_saved(*per_token, True)
+    out_s, states_s = module.fwd_routes_saved(*per_step, True, True)
+    torch.testing.assert_close(out_s, out, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(states_s, states, rtol=1e-13, atol=1e-13)
+    dout = torch.randn_like(out)
+    grads = module.bwd_routes(*per_token, dout, states, True)
+    grads_s = module.bwd_routes(*per_step, dout, states, True, True)
+    for got, want in zip(grads_s, grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match='delta_lowrank has shape'):
+        module.fwd_routes(*per_token, True, True, True)
+
+
+def test_backward_binding_checks_its_arguments():
+    module = load_backend('cpu')
+    case = make_case('cross', (7, 9), 40, 1, 3, 2)
+    args = [case[k] for k in ARGS]
+    out, states = module.fwd_routes_saved(*args, True)
+    assert states.shape == (2, 160, 1, 1)
+    for dout, saved, pattern in [(out[:, :-1], states, 'dout has shape'),
+                                 (out.double(), states, 'dout has dtype'),
+                                 (out, states[:, :-1], 'chunk_states has shape'),
+                                 (out, states.double(), 'chunk_states has dtype')]:
+        with pytest.raises(RuntimeError, match=pattern):
+            module.bwd_routes(*args, dout, saved, True)
+    bad = list(args)
+    bad[1] = torch.full((4, 63), 70)
+    with pytest.raises(RuntimeError, match='route_index holds 70'):
+        module.bwd_routes(*bad, out, states, True)
+
+
 @pytest.mark.parametrize('batch,channels', [(0, 16), (2, 0)])
 def test_empty_sizes(batch, channels):
     case = make_case('cross', (4, 4), channels, 1, 2, batch)
     with torch.no_grad():
         out = selective_scan_routes(**case, delta_softplus=True)
     assert out.shape == (batch, 16, channels)
+    out, grads = _gradients(lambda c: selective_scan_routes(**c, delta_softplus=True), case)
+    assert out.shape == (batch, 16, channels)
+    assert all(g.abs().sum() == 0 for g in grads.values())
 
 
 CHILD = '''
@@ -199,7 +334,11 @@ from mmssm.ops.routed_scan import merge_token_routes, selective_scan_routes
 case = torch.load(sys.argv[1])
 with torch.no_grad():
     out = selective_scan_routes(**case, delta_softplus=True)
-torch.save((kernels.load_backend('cpu').cpu_isa(), out), sys.argv[2])
+inputs = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in case.items()}
+trained = selective_scan_routes(**inputs, delta_softplus=True)
+trained.square().sum().backward()
+grads = {k: v.grad for k, v in inputs.items() if k != 'index'}
+torch.save((kernels.load_backend('cpu').cpu_isa(), out, grads), sys.argv[2])
 '''
 
 
@@ -207,7 +346,15 @@ torch.save((kernels.load_backend('cpu').cpu_isa(), out), sys.argv[2])
 def test_instruction_sets(isa, tmp_path):
     case = make_case('cross', (9, 10), 40, 16, 3, 1)
     expected = selective_scan_routes(**case, delta_softplus=True, backend='torch')
-    used, out = run_with_cpu_isa(isa, CHILD, case, tmp_path)
+    used, out, grads = run_with_cpu_isa(isa, CHILD, case, tmp_path)
     if used != isa:
         pytest.skip(f'this CPU runs {used!r}, not {isa!r}')
     torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5)
+    inputs = {k: (v.double().requires_grad_() if v.is_floating_point() else v)
+              for k, v in case.items()}
+    definition('cross', (9, 10), inputs).square().sum().backward()
+    for name, grad in grads.items():
+        ref = inputs[name].grad
+        scale = ref.abs().max().item() + 1.0
+        torch.testing.assert_close(grad.double() / scale, ref / scale, rtol=1e-4, atol=2e-5,
+                                   msg=name)

@@ -79,6 +79,27 @@ struct BwdPartials {
   void* dbias;  // (batch, dim)
 };
 
+// The routed backward's work items (scan.h: selective_scan_bwd_routes_cpu): a slice of
+// consecutive channel tiles -- the same tiles of every route -- of one batch element. Its
+// channels' input gradients are summed over the routes into the token-major du by the
+// item alone (no two items share a channel); dB / dC / d delta_lowrank, sums over the
+// channels of a route, go to the slice's own route-ordered partial rows, which the
+// driver sums per token in a fixed order; the per-channel gradients are written per
+// (batch, channel) and reduced over the batch.
+struct RoutesBwdItem {
+  int64_t b, slice, tile_begin, tile_end;  // tiles [tile_begin, tile_end) of every route
+};
+
+struct RoutesBwdPartials {
+  void* dB;       // (slices, batch, G, L, N) acc_t, route (step) order
+  void* dC;
+  void* dlow;     // (slices, batch, G, R, L)
+  void* dA;       // (batch, dim, N)
+  void* dD;       // (batch, dim)
+  void* dbias;    // (batch, dim)
+  void* dweight;  // (batch, dim, R)
+};
+
 // ---- kernels ----------------------------------------------------------------------------
 
 enum class CpuIsa { kGeneric, kV3, kV4 };
@@ -115,6 +136,11 @@ struct Kernels {
   // and float64 inputs).
   void (*fwd_routes_item)(const SelectiveScanFwdParams& p, const TileGrid& grid, int64_t b,
                           int64_t tile, void* scratch);
+  // The routed backward: scratch bytes per worker and one work item.
+  int64_t (*bwd_routes_scratch_bytes)(const SelectiveScanBwdParams& p);
+  void (*bwd_routes_item)(const SelectiveScanBwdParams& p, const TileGrid& grid,
+                          const RoutesBwdItem& item, const RoutesBwdPartials& part,
+                          void* scratch);
 };
 
 namespace isa_generic {

@@ -22,12 +22,11 @@ void selective_scan_fwd_cpu(const SelectiveScanFwdParams& p) {
 void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& p) {
   using namespace cpu;
   check_common(p);
-  if (!p.route_index || !p.delta_lowrank || p.z || p.last_state || p.chunk_states ||
-      p.tokens < 0 ||
+  if (!p.route_index || !p.delta_lowrank || p.z || p.last_state || p.tokens < 0 ||
       !(p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64)) {
     throw std::invalid_argument(
         "selective_scan_cpu routed forward: needs route_index, a low-rank delta and "
-        "float32 / float64 inputs, and takes no z, last_state or chunk_states");
+        "float32 / float64 inputs, and takes no z or last_state");
   }
   const Kernels& k = kernels_for(p);
   const TileGrid grid(p, k.tile_width(p));

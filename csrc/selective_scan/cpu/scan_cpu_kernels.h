@@ -472,6 +472,53 @@ MMSSM_INLINE void gather_rows(const in_t* src, int64_t row_stride, int64_t rows,
   }
 }
 
+// Software prefetch of the token rows `base + index[i] * stride` (i < len, padding steps
+// skipped) of a block a route visits next: the steps of a transposed or reversed route
+// are a row apart in the map, one cache line each, a pattern the hardware prefetchers do
+// not follow. `write`: the rows are updated (added into).
+template <typename T>
+MMSSM_INLINE void prefetch_tokens(const T* base, int64_t stride, const int64_t* index,
+                                  int64_t len, bool write) {
+  for (int64_t i = 0; i < len; ++i) {
+    if (index[i] < 0) continue;
+    if (write) {
+      __builtin_prefetch(base + index[i] * stride, 1);
+    } else {
+      __builtin_prefetch(base + index[i] * stride);
+    }
+  }
+}
+
+// Route g's low-rank delta / B / C rows of batch element b (routed kernels).
+template <typename in_t>
+struct RouteInputs {
+  const in_t *low, *B, *C;
+  MMSSM_INLINE RouteInputs(const SelectiveScanFwdParams& p, int64_t b, int64_t g)
+      : low(static_cast<const in_t*>(p.delta_lowrank) + b * p.dl_batch_stride +
+            g * p.dl_group_stride),
+        B(static_cast<const in_t*>(p.B) + b * p.B_batch_stride + g * p.B_group_stride),
+        C(static_cast<const in_t*>(p.C) + b * p.C_batch_stride + g * p.C_group_stride) {}
+};
+
+// The low-rank delta / B / C rows of a block's steps l0 + [0, len) of one route: read
+// per step from the per-token rows at index[i] (index = the route's map from l0), or,
+// with route_rows_by_step, the rows are already in step order (padding steps zero).
+template <typename in_t>
+MMSSM_INLINE void route_rows(const SelectiveScanFwdParams& p, const in_t* low, const in_t* B,
+                             const in_t* C, const int64_t* index, int64_t l0, int64_t len,
+                             int64_t rank, int64_t n, acc_of<in_t>* low_out,
+                             acc_of<in_t>* B_out, acc_of<in_t>* C_out) {
+  if (p.route_rows_by_step) {
+    load_rows(low + l0, p.dl_rank_stride, rank, len, low_out);
+    load_rows(B + l0, p.B_dstate_stride, n, len, B_out);
+    load_rows(C + l0, p.C_dstate_stride, n, len, C_out);
+  } else {
+    gather_rows(low, p.dl_rank_stride, rank, index, len, low_out);
+    gather_rows(B, p.B_dstate_stride, n, index, len, B_out);
+    gather_rows(C, p.C_dstate_stride, n, index, len, C_out);
+  }
+}
+
 // One (batch, channel tile) item of the routed forward: the tile's channels in every
 // route g = 0 .. G-1, added into out (zero-initialised by the caller), or with
 // route_merge false stored per route step.
@@ -493,12 +540,8 @@ __attribute__((noinline)) void fwd_routes_item(const SelectiveScanFwdParams& p,
     const Tile t = grid.at(b, g, tile);
     const int64_t e0 = t.d0 - g * E, lanes = t.lanes;
     const int64_t* route = p.route_index + g * L;
-    const in_t* low = static_cast<const in_t*>(p.delta_lowrank) + b * p.dl_batch_stride +
-                      g * p.dl_group_stride;
-    const in_t* B = static_cast<const in_t*>(p.B) + b * p.B_batch_stride +
-                    g * p.B_group_stride;
-    const in_t* C = static_cast<const in_t*>(p.C) + b * p.C_batch_stride +
-                    g * p.C_group_stride;
+    const RouteInputs<in_t> in(p, b, g);
+    const in_t *low = in.low, *B = in.B, *C = in.C;
     lane_constants(static_cast<const acc_t*>(p.delta_weight), t.d0, lanes, rank, s.W);
     lane_constants_log2e(static_cast<const acc_t*>(p.A), t.d0, lanes, n, s.A2);
     V bias, Dv;
@@ -506,17 +549,23 @@ __attribute__((noinline)) void fwd_routes_item(const SelectiveScanFwdParams& p,
     lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
     for (int64_t k = 0; k < n; ++k) s.h[k] = V{};
 
-    for (int64_t l0 = 0; l0 < L; l0 += kBlock) {
+    acc_t* saved = p.chunk_states ? static_cast<acc_t*>(p.chunk_states) +
+                                        (b * p.dim + t.d0) * p.n_chunks * n
+                                  : nullptr;
+    for (int64_t l0 = 0, c = 0; l0 < L; l0 += kBlock, ++c) {
       const int64_t len = std::min(kBlock, L - l0);
       const int64_t* index = route + l0;
+      if (l0 + kBlock < L) {  // the next block's token rows
+        const int64_t next = std::min(kBlock, L - l0 - kBlock);
+        prefetch_tokens(x + e0, p.u_token_stride, index + kBlock, next, false);
+        if (p.route_merge) prefetch_tokens(out + e0, E, index + kBlock, next, true);
+      }
       for (int64_t i = 0; i < len; ++i) {
         s.u[i] = index[i] >= 0 ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes)
                                : V{};
       }
-      gather_rows(low, p.dl_rank_stride, rank, index, len, s.low);
+      route_rows(p, low, B, C, index, l0, len, rank, n, s.low, s.B, s.C);
       lowrank_delta(s.W, s.low, rank, len, s.delta);
-      gather_rows(B, p.B_dstate_stride, n, index, len, s.B);
-      gather_rows(C, p.C_dstate_stride, n, index, len, s.C);
       time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
       for (int64_t i = 0; i < len; ++i) s.y[i] = Dv * s.u[i];
       advance_all_states<kN, true, false>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len, s.y,
@@ -529,6 +578,7 @@ __attribute__((noinline)) void fwd_routes_item(const SelectiveScanFwdParams& p,
         in_t* steps = out_routes + (g * L + l0) * E + e0;
         for (int64_t i = 0; i < len; ++i) store_lane_row(steps + i * E, lanes, s.y[i]);
       }
+      if (saved) store_states(s.h, n, lanes, saved + c * n, p.n_chunks * n);
     }
   }
 }
@@ -650,6 +700,29 @@ MMSSM_INLINE void adjoint_states(const BwdScratch<acc_t>& s, int64_t k0, int64_t
   }
 }
 
+// The gradients of one block whose states are in s.H (and dy, u, dt in s): the adjoint
+// recurrence group by group (dB / dC into the block's (len, n) partial rows), then per
+// step d u (s.du) and d dt (s.ddt, through the softplus), and D's and the bias' sums.
+template <int kG, typename V, typename acc_t>
+MMSSM_INLINE void block_gradients(const BwdScratch<acc_t>& s, int64_t n, int64_t len,
+                                  const V& Dv, bool softplus, acc_t* dB, acc_t* dC, V& accD,
+                                  V& accBias) {
+  for (int64_t i = 0; i < len; ++i) s.du[i] = s.ddt[i] = V{};
+  for (int64_t k0 = 0; k0 < n; k0 += kStateGroup) {
+    const int64_t kn = std::min<int64_t>(kStateGroup, n - k0);
+    adjoint_states<kG>(s, k0, kn, n, len, s.H + k0 * kBlock, dB, dC);
+  }
+  for (int64_t i = 0; i < len; ++i) {
+    const V ui = s.u[i], dti = s.dt[i], dyi = s.dy[i];
+    V ddt = s.ddt[i] + ui * s.du[i];
+    if (softplus) ddt *= scan_math::softplus_grad_from_output<M>(dti);
+    s.du[i] = Dv * dyi + dti * s.du[i];
+    s.ddt[i] = ddt;
+    accD += dyi * ui;
+    accBias += ddt;
+  }
+}
+
 // One tile of the backward; dB_part / dC_part: the item's (L, N) time-major partials.
 template <typename in_t, int kN>
 __attribute__((noinline)) void bwd_tile(const SelectiveScanBwdParams& p, const Tile& t,
@@ -754,28 +827,12 @@ __attribute__((noinline)) void bwd_tile(const SelectiveScanBwdParams& p, const T
     }
 
     // Adjoint recurrence, group by group.
-    for (int64_t i = 0; i < len; ++i) s.du[i] = s.ddt[i] = V{};
-    acc_t* dB = dB_part + l0 * n;
-    acc_t* dC = dC_part + l0 * n;
-    for (int64_t k0 = 0; k0 < n; k0 += kStateGroup) {
-      const int64_t kn = std::min<int64_t>(kStateGroup, n - k0);
-      adjoint_states<kG>(s, k0, kn, n, len, s.H + k0 * kBlock, dB, dC);
-    }
-
-    // Per-step gradients.
-    for (int64_t i = 0; i < len; ++i) {
-      const V ui = s.u[i], dti = s.dt[i], dyi = s.dy[i];
-      V ddt = s.ddt[i] + ui * s.du[i];
-      if (p.delta_softplus) ddt *= scan_math::softplus_grad_from_output<M>(dti);
-      s.du[i] = Dv * dyi + dti * s.du[i];
-      s.ddt[i] = ddt;
-      accD += dyi * ui;
-      accBias += ddt;
-      if (z) {
-        const V zi = s.z[i];
-        s.y[i] = s.dout[i] * s.y[i] *
-                 scan_math::silu_grad<M>(zi, scan_math::sigmoid<M>(zi));  // dz
-      }
+    block_gradients<kG>(s, n, len, Dv, p.delta_softplus, dB_part + l0 * n, dC_part + l0 * n,
+                        accD, accBias);
+    for (int64_t i = 0; i < len && z; ++i) {
+      const V zi = s.z[i];
+      s.y[i] = s.dout[i] * s.y[i] *
+               scan_math::silu_grad<M>(zi, scan_math::sigmoid<M>(zi));  // dz
     }
     for (int64_t i = len; i % kLanes<acc_t>; ++i) s.du[i] = s.ddt[i] = s.y[i] = V{};
     store_lanes(s.du, du_out + l0, L, lanes, len);
@@ -786,6 +843,181 @@ __attribute__((noinline)) void bwd_tile(const SelectiveScanBwdParams& p, const T
   store_states(s.dA, n, lanes, static_cast<acc_t*>(part.dA) + row0 * n, n);
   store_states(&accD, 1, lanes, static_cast<acc_t*>(part.dD) + row0, 1);
   store_states(&accBias, 1, lanes, static_cast<acc_t*>(part.dbias) + row0, 1);
+}
+
+// ---- routed backward ---------------------------------------------------------------------
+//
+// The adjoint of the routed forward (route_merge true): the backward tile above with the
+// routed forward's reads. Step i of a route reads u and the merged output's gradient from
+// token index[i]'s row (one vector load each), the low-rank delta / B / C rows at
+// index[i], and forms delta in registers; the block's states restart from the chunk
+// states the routed forward kept. Its input gradient is one vector add into token
+// index[i]'s row of du (summing the routes in order g = 0, 1, ... for the tile's
+// channels). Instead of d delta it returns the gradients of delta's two factors:
+//   d delta_weight[d, r] += sum_i d dt_i(d) low_r(i)       (per lane, in registers)
+//   d low_r(i)           += sum_d delta_weight[d, r] d dt_i(d)
+// the second from the block's d dt moved into one row per channel (a W x kBlock
+// transpose) and summed over the tile's channels per step, into the slice's partial rows.
+
+template <typename acc_t>
+struct RoutesBwdScratch {
+  using V = Vec<acc_t>;
+  V *W, *dW;    // (r): delta_weight's lane constants and their gradient
+  acc_t* low;   // (r, kBlock): the block's low-rank delta rows
+  acc_t* rows;  // (W, kBlock): the block's d dt, one row per lane
+
+  static int64_t bytes(int64_t r) {
+    return static_cast<int64_t>(sizeof(V)) * 2 * r +
+           static_cast<int64_t>(sizeof(acc_t)) * (r + kLanes<acc_t>) * kBlock;
+  }
+  MMSSM_INLINE RoutesBwdScratch(void* base, int64_t r) {
+    W = static_cast<V*>(base);
+    dW = W + r;
+    low = reinterpret_cast<acc_t*>(dW + r);
+    rows = low + r * kBlock;
+  }
+};
+
+template <typename acc_t>
+MMSSM_INLINE int64_t routes_bwd_offset(int64_t n, int64_t n_blocks) {
+  return (BwdScratch<acc_t>::bytes(n, n_blocks) + 63) / 64 * 64;
+}
+
+template <typename in_t, int kN>
+__attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
+                                               const TileGrid& grid,
+                                               const RoutesBwdItem& item,
+                                               const RoutesBwdPartials& part,
+                                               void* scratch) {
+  using acc_t = acc_of<in_t>;
+  using V = Vec<acc_t>;
+  constexpr int kG = group_size<kN>();
+  constexpr int kW = kLanes<acc_t>;
+  const int64_t n = kN > 0 ? kN : p.dstate;
+  const int64_t L = p.seqlen, E = grid.per_group, rank = p.delta_rank;
+  const int64_t n_blocks = (L + kBlock - 1) / kBlock;
+  BwdScratch<acc_t> s(scratch, n, n_blocks);
+  RoutesBwdScratch<acc_t> r(static_cast<char*>(scratch) + routes_bwd_offset<acc_t>(n, n_blocks),
+                            rank);
+  const int64_t b = item.b;
+  const in_t* x = static_cast<const in_t*>(p.u) + b * p.u_batch_stride;
+  const in_t* dout = static_cast<const in_t*>(p.dout) + b * p.tokens * E;
+  in_t* dx = static_cast<in_t*>(p.du) + b * p.tokens * E;
+  const acc_t* weight = static_cast<const acc_t*>(p.delta_weight);
+  const acc_t* A = static_cast<const acc_t*>(p.A);
+  const acc_t* saved = static_cast<const acc_t*>(p.chunk_states);
+
+  for (int64_t g = 0; g < p.n_groups; ++g) {
+    const int64_t* route = p.route_index + g * L;
+    const RouteInputs<in_t> in(p, b, g);
+    const in_t *low = in.low, *B = in.B, *C = in.C;
+    const int64_t slab = ((item.slice * p.batch + b) * p.n_groups + g) * L;
+    acc_t* dB_part = static_cast<acc_t*>(part.dB) + slab * n;
+    acc_t* dC_part = static_cast<acc_t*>(part.dC) + slab * n;
+    acc_t* dlow_part = static_cast<acc_t*>(part.dlow) + slab * rank;
+
+    for (int64_t j = item.tile_begin; j < item.tile_end; ++j) {
+      const Tile t = grid.at(b, g, j);
+      const int64_t e0 = t.d0 - g * E, lanes = t.lanes;
+      const int64_t row0 = b * p.dim + t.d0;
+      s.sums->count = 0;
+      lane_constants(weight, t.d0, lanes, rank, r.W);
+      lane_constants(A, t.d0, lanes, n, s.A);
+      lane_constants_log2e(A, t.d0, lanes, n, s.A2);
+      V bias, Dv;
+      lane_constants(static_cast<const acc_t*>(p.delta_bias), t.d0, lanes, 1, &bias);
+      lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
+      for (int64_t k = 0; k < n; ++k) s.g[k] = s.next_a[k] = s.dA[k] = V{};
+      for (int64_t q = 0; q < rank; ++q) r.dW[q] = V{};
+      V accD{}, accBias{};
+
+      for (int64_t c = n_blocks - 1; c >= 0; --c) {
+        const int64_t l0 = c * kBlock;
+        const int64_t len = std::min(kBlock, L - l0);
+        const int64_t* index = route + l0;
+        if (c > 0) {  // the token rows and partial rows of the block processed next
+          const int64_t* prev = index - kBlock;
+          prefetch_tokens(x + e0, p.u_token_stride, prev, kBlock, false);
+          prefetch_tokens(dout + e0, E, prev, kBlock, false);
+          prefetch_tokens(dx + e0, E, prev, kBlock, true);
+          for (int64_t q = 0; q < rank; ++q) {
+            for (int64_t off = 0; off < kBlock; off += 64 / int64_t(sizeof(acc_t))) {
+              __builtin_prefetch(dlow_part + q * L + l0 - kBlock + off, 1);
+            }
+          }
+        }
+        for (int64_t i = 0; i < len; ++i) {
+          const bool on = index[i] >= 0;
+          s.u[i] = on ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes) : V{};
+          s.dy[i] = on ? load_lane_row(dout + index[i] * E + e0, lanes) : V{};
+        }
+        route_rows(p, low, B, C, index, l0, len, rank, n, r.low, s.B, s.C);
+        lowrank_delta(r.W, r.low, rank, len, s.delta);
+        time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
+
+        // The block's states, from the state at its start.
+        if (c == 0) {
+          for (int64_t k = 0; k < n; ++k) s.h0[k] = V{};
+        } else {
+          load_states(saved + (row0 * p.n_chunks + c - 1) * n, p.n_chunks * n, n, lanes,
+                      s.h0);
+        }
+        for (int64_t k = 0; k < n; ++k) s.h[k] = s.h0[k];
+        advance_all_states<kN, false, true>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len,
+                                            static_cast<V*>(nullptr), s.H);
+
+        block_gradients<kG>(s, n, len, Dv, p.delta_softplus, dB_part + l0 * n,
+                            dC_part + l0 * n, accD, accBias);
+        for (int64_t i = 0; i < len; ++i) {
+          if (index[i] >= 0) add_lane_row(dx + index[i] * E + e0, lanes, s.du[i]);
+        }
+        // d delta_weight, per lane (four independent sums per rank, then added).
+        for (int64_t i = len; i % 4; ++i) s.ddt[i] = V{};  // (low's padding is zero)
+        for (int64_t q = 0; q < rank; ++q) {
+          const acc_t* row = r.low + q * kBlock;
+          V a0{}, a1{}, a2{}, a3{};
+          for (int64_t i = 0; i < len; i += 4) {
+            a0 += s.ddt[i] * row[i];
+            a1 += s.ddt[i + 1] * row[i + 1];
+            a2 += s.ddt[i + 2] * row[i + 2];
+            a3 += s.ddt[i + 3] * row[i + 3];
+          }
+          r.dW[q] += (a0 + a1) + (a2 + a3);
+        }
+        // d low: the block's d dt as rows (zero past len: the whole block is summed),
+        // summed over the lanes, the block's steps as kBlock / W vectors in registers.
+        for (int64_t i = len; i < kBlock; ++i) s.ddt[i] = V{};
+        store_lanes<acc_t>(s.ddt, r.rows, kBlock, kW, kBlock);
+        constexpr int kVecs = kBlock / kW;
+        for (int64_t q = 0; q < rank; ++q) {
+          const acc_t* wq = weight + t.d0 * rank + q;
+          V sum[kVecs] = {};
+          for (int64_t w = 0; w < lanes; ++w) {
+            const acc_t* row = r.rows + w * kBlock;
+            const V wv = splat(wq[w * rank]);
+#pragma GCC unroll 16
+            for (int v = 0; v < kVecs; ++v) sum[v] += load(row + v * kW) * wv;
+          }
+          acc_t* out = dlow_part + q * L + l0;
+#pragma GCC unroll 16
+          for (int v = 0; v < kVecs; ++v) {
+            const int64_t at = v * kW;
+            if (at + kW <= len) {
+              store(out + at, load(out + at) + sum[v]);
+            } else {
+              for (int64_t e = 0; at + e < len; ++e) out[at + e] += sum[v][e];
+            }
+          }
+        }
+      }
+
+      store_states(s.dA, n, lanes, static_cast<acc_t*>(part.dA) + row0 * n, n);
+      store_states(&accD, 1, lanes, static_cast<acc_t*>(part.dD) + row0, 1);
+      store_states(&accBias, 1, lanes, static_cast<acc_t*>(part.dbias) + row0, 1);
+      store_states(r.dW, rank, lanes, static_cast<acc_t*>(part.dweight) + row0 * rank,
+                   rank);
+    }
+  }
 }
 
 // ---- entry points -----------------------------------------------------------------------
@@ -848,6 +1080,17 @@ struct FwdRoutesItem {
   }
 };
 
+template <typename in_t, int kN>
+struct BwdRoutesItem {
+  static MMSSM_INLINE void run(const SelectiveScanBwdParams& p, const TileGrid& grid,
+                               const RoutesBwdItem& item, const RoutesBwdPartials& part,
+                               void* scratch) {
+    if constexpr (std::is_same<in_t, float>::value || std::is_same<in_t, double>::value) {
+      bwd_routes_item<in_t, kN>(p, grid, item, part, scratch);
+    }
+  }
+};
+
 inline int64_t tile_width(const SelectiveScanFwdParams& p) {
   return p.input_type == ScanDType::kFloat64 ? kLanes<double> : kLanes<float>;
 }
@@ -862,6 +1105,24 @@ inline int64_t bwd_scratch_bytes(const SelectiveScanBwdParams& p) {
   const int64_t n_blocks = (p.seqlen + kBlock - 1) / kBlock;
   return p.input_type == ScanDType::kFloat64 ? BwdScratch<double>::bytes(p.dstate, n_blocks)
                                              : BwdScratch<float>::bytes(p.dstate, n_blocks);
+}
+
+template <typename acc_t>
+MMSSM_INLINE int64_t bwd_routes_bytes(const SelectiveScanBwdParams& p) {
+  const int64_t n_blocks = (p.seqlen + kBlock - 1) / kBlock;
+  return routes_bwd_offset<acc_t>(p.dstate, n_blocks) +
+         RoutesBwdScratch<acc_t>::bytes(p.delta_rank);
+}
+
+inline int64_t bwd_routes_scratch_bytes(const SelectiveScanBwdParams& p) {
+  return p.input_type == ScanDType::kFloat64 ? bwd_routes_bytes<double>(p)
+                                             : bwd_routes_bytes<float>(p);
+}
+
+inline void bwd_routes_entry(const SelectiveScanBwdParams& p, const TileGrid& grid,
+                             const RoutesBwdItem& item, const RoutesBwdPartials& part,
+                             void* scratch) {
+  dispatch_dtype_n<BwdRoutesItem>(p, p, grid, item, part, scratch);
 }
 
 inline void fwd_tile_entry(const SelectiveScanFwdParams& p, const Tile& t, void* scratch) {
@@ -892,7 +1153,8 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
                            bwd_scratch_bytes, fwd_tile_entry,                        \
                            bwd_item_entry,   route_conv_scratch_bytes,               \
                            route_conv_rows,  route_merge_scratch_bytes,              \
-                           route_merge_rows, fwd_routes_entry};                      \
+                           route_merge_rows, fwd_routes_entry,                       \
+                           bwd_routes_scratch_bytes, bwd_routes_entry};              \
   }                                                                               \
   }                                                                               \
   }

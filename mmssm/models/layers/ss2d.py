@@ -10,9 +10,10 @@ each route being one group of B/C. :class:`SS2D` wraps it into the 2-D token mix
 
 where the scan pattern is one of :data:`mmssm.ops.scan_patterns.SCAN_PATTERNS`
 ('cross' for VMamba, 'atrous' for EfficientVMamba, 'bidirectional' for MobileMamba).
-In CPU float32 inference the middle three steps run as one routed kernel
+On the CPU in float32 the middle three steps run as one routed kernel
 (:meth:`SelectiveScanRoutes.scan_map`, :func:`mmssm.ops.routed_scan.selective_scan_routes`)
-that reads the routes straight from the map and sums their outputs straight back.
+that reads the routes straight from the map and sums their outputs straight back -- in
+training too, with its adjoint kernel as the backward.
 MSVMamba's two-resolution mixer reuses :class:`SelectiveScanRoutes` directly, and Vim's
 bidirectional mixer (whose parameters are laid out per direction) the functions
 :func:`scan_routes` and :func:`init_dt_projection` / :func:`init_s4d_real`.
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops import selective_scan_lowrank
-from mmssm.ops.routed_scan import selective_scan_routes
+from mmssm.ops.routed_scan import routed_training_applies, selective_scan_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.ops.selective_scan import fused_inference_applies
 from .common import LayerNorm2d, Linear2d, updates_in_place
@@ -178,11 +179,13 @@ class SelectiveScanRoutes(nn.Module):
         return scan_routes(xs, self.x_proj_weight[sl], self.dt_projs_weight[sl],
                            self.dt_projs_bias[sl], self.A_logs[rows], self.Ds[rows])
 
-    def routed_kernel_applies(self, x: Tensor) -> bool:
-        """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernel (CPU float32
-        inference, see :func:`~mmssm.ops.routed_scan.selective_scan_routes`)."""
-        return fused_inference_applies((x, self.x_proj_weight, self.dt_projs_weight),
-                                       None, 'fwd_routes')
+    def routed_kernel_applies(self, x: Tensor, merge: bool = False) -> bool:
+        """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernels (CPU float32:
+        in inference, and with ``merge`` also in training; see
+        :func:`~mmssm.ops.routed_scan.selective_scan_routes`)."""
+        tensors = (x, self.x_proj_weight, self.dt_projs_weight)
+        return (fused_inference_applies(tensors, None, 'fwd_routes')
+                or (merge and routed_training_applies(tensors)))
 
     def scan_map(self, x: Tensor, index: Tensor, first_route: int = 0,
                  merge: bool = True) -> Tensor:
@@ -306,7 +309,7 @@ class SS2D(SelectiveScanRoutes):
         x = F.silu(self.conv2d(x), inplace=inplace)
         index = self.pattern.index(height, width, x.device)
         if (self.pattern.is_permutation and self._merges_by_pattern()
-                and self.routed_kernel_applies(x)):
+                and self.routed_kernel_applies(x, merge=True)):
             y = self.scan_map(x, index)  # gather + scan + merge in one kernel
         else:
             ys = self.scan_routes(gather_routes(x, self.pattern))
