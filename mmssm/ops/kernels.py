@@ -264,12 +264,13 @@ class SelectiveScanLowRankFn(torch.autograd.Function):
 def route_step_rows(rows: Tensor, index: Tensor, padded: bool) -> Tensor:
     """Per-token rows (B, K, S, T) -> the same rows per route step (B, K, S, L): step l
     of route k is token ``index[k, l]``'s, zero at padding steps (-1; ``padded`` says
-    whether ``index`` has any). What the routed kernels read with ``rows_by_step``:
-    gathered once here instead of once per channel tile in the kernel."""
+    whether ``index`` has any). What the routed kernels read with ``rows_by_step``
+    (gathered once here instead of once per channel tile in the kernel), and the
+    composite routed path's gather (differentiable)."""
     batch, routes, count, _ = rows.shape
     where = index.clamp(min=0) if padded else index
-    picked = torch.take_along_dim(rows, where[None, :, None, :].expand(batch, routes, count, -1),
-                                  dim=3)
+    where = where[None, :, None, :].expand(batch, routes, count, -1)
+    picked = torch.take_along_dim(rows, where, dim=3)
     if padded:
         picked.mul_((index >= 0)[None, :, None, :].to(rows.dtype))
     return picked
@@ -308,12 +309,11 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
     def backward(ctx, dout):
         x, index, low, weight, A, B, C, D, delta_bias, chunk_states = ctx.saved_tensors
         with torch.autocast(device_type='cpu', enabled=False):
-            grads = load_backend('cpu').bwd_routes(x, index, low, weight, A, B, C, D,
-                                                   delta_bias, dout.to(x.dtype), chunk_states,
-                                                   ctx.delta_softplus, True)
-        dx, dlow, dweight, dA, dB, dC, dD, dbias = grads
-        grads = [dx, dlow, dweight, dA, dB, dC, dD, dbias]
+            # [dx, d delta_lowrank, d delta_weight, dA, dB, dC, dD, d delta_bias]
+            grads = list(load_backend('cpu').bwd_routes(x, index, low, weight, A, B, C, D,
+                                                        delta_bias, dout.to(x.dtype),
+                                                        chunk_states, ctx.delta_softplus,
+                                                        True))
         grads = _differentiable_once('cpu', grads,
                                      (dout, x, low, weight, A, B, C, D, delta_bias))
-        dx, dlow, dweight, dA, dB, dC, dD, dbias = grads
-        return dx, None, dlow, dweight, dA, dB, dC, dD, dbias, None, None
+        return (grads[0], None, *grads[1:], None, None)

@@ -24,7 +24,8 @@ Two implementations of this one function:
   "routed forward"): CPU, float32, inference (no autograd graph), outside autocast,
   tracing and export; and with ``merge=True`` also where a graph is built
   (:class:`~mmssm.ops.kernels.SelectiveScanRoutesFn`: ``fwd_routes_saved`` and its
-  adjoint ``bwd_routes``, same file, "routed backward"). Each step of a route is one vector load of a token's channels and
+  adjoint ``bwd_routes``, same file, "routed backward"). Each step of a route is one
+  vector load of a token's channels and
   its output one vector add into that token's row, so the K gathered copies of the map,
   the merge's flips / transposes / adds and the per-route projection of the gathered
   copies are never formed. Its results equal the composite's up to rounding (the routes
@@ -37,6 +38,7 @@ from typing import Optional
 
 import torch
 
+from .kernels import route_step_rows
 from .scan_patterns import _has_padding
 from .selective_scan import (cpu_kernel_applies, fused_inference_applies,
                              selective_scan_lowrank)
@@ -55,14 +57,6 @@ def _check(name: str, t, shape, dtype=None) -> None:
     if dtype is not None and t.dtype != dtype:
         raise TypeError(f'selective_scan_routes: {name} has dtype {t.dtype}, expected '
                         f'{dtype} (like x)')
-
-
-def _route_rows(t: Tensor, index: Tensor) -> Tensor:
-    """(B, K, S, T) per-token rows -> (B, K, S, L) in route order (0 at padding steps)."""
-    batch, routes, rows, _ = t.shape
-    picked = torch.take_along_dim(
-        t, index.clamp(min=0)[None, :, None, :].expand(batch, routes, rows, -1), dim=3)
-    return picked * (index >= 0)[None, :, None, :].to(t.dtype)
 
 
 def routed_training_applies(tensors, backend: Optional[str] = None) -> bool:
@@ -142,7 +136,7 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
                          f'{x.device}')
     tensors = (x, delta_lowrank, delta_weight, A, B, C, D, delta_bias)
     if fused_inference_applies(tensors, backend, 'fwd_routes'):
-        from .kernels import load_backend, route_step_rows
+        from .kernels import load_backend
         index = index.long()
         padded = _has_padding(index, tokens)
         # the per-token rows in route order once, not once per channel tile in the kernel
@@ -156,7 +150,7 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
         return SelectiveScanRoutesFn.apply(x, index, delta_lowrank, delta_weight, A, B, C, D,
                                            delta_bias, bool(delta_softplus),
                                            _has_padding(index, tokens))
-    # (the fused kernels check the entries themselves)
+    # (the fused paths above have checked the entries)
     if index.numel() and (int(index.min()) < -1 or int(index.max()) >= tokens):
         raise ValueError(f'selective_scan_routes: index entries must be in [-1, {tokens}) '
                          f'(T of x {_shape(x)}), got [{int(index.min())}, '
@@ -166,8 +160,8 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
     us = x[:, index.clamp(min=0)] * valid[None, :, :, None].to(x.dtype)  # (B, K, L, E)
     ys = selective_scan_lowrank(
         us.permute(0, 1, 3, 2).reshape(batch, routes * channels, length),
-        _route_rows(delta_lowrank, index), delta_weight, A, _route_rows(B, index),
-        _route_rows(C, index), D, delta_bias=delta_bias, delta_softplus=delta_softplus,
-        backend=backend)
+        route_step_rows(delta_lowrank, index, True), delta_weight, A,
+        route_step_rows(B, index, True), route_step_rows(C, index, True), D,
+        delta_bias=delta_bias, delta_softplus=delta_softplus, backend=backend)
     ys = ys.view(batch, routes, channels, length).permute(0, 1, 3, 2)  # (B, K, L, E)
     return merge_token_routes(ys, index, tokens) if merge else ys.contiguous()
