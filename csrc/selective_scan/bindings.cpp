@@ -365,20 +365,21 @@ Tensor fwd_routes(const Tensor& x, const Tensor& route_index, const Tensor& delt
   return run_fwd_routes(r, delta_softplus, merge, false)[0];
 }
 
-// The routed forward with merged routes that keeps what bwd_routes needs:
-// [out (batch, T, E), chunk_states (batch, G*E, ceil(L / chunk_size), N)].
+// The routed forward that keeps what bwd_routes needs: [out (batch, T, E) -- with merge
+// false (batch, G, L, E) --, chunk_states (batch, G*E, ceil(L / chunk_size), N)].
 std::vector<Tensor> fwd_routes_saved(const Tensor& x, const Tensor& route_index,
                                      const Tensor& delta_lowrank, const Tensor& delta_weight,
                                      const Tensor& A, const Tensor& B, const Tensor& C,
                                      const std::optional<Tensor>& D,
                                      const std::optional<Tensor>& delta_bias,
-                                     bool delta_softplus, bool rows_by_step) {
+                                     bool delta_softplus, bool rows_by_step, bool merge) {
   const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
                                        D, delta_bias, rows_by_step);
-  return run_fwd_routes(r, delta_softplus, true, true);
+  return run_fwd_routes(r, delta_softplus, merge, true);
 }
 
-// The routed backward: the gradients of fwd_routes_saved's out for dout (batch, T, E),
+// The routed backward: the gradients of fwd_routes_saved's out for dout (batch, T, E), or
+// with merge false (batch, G, L, E):
 // [dx (batch, T, E), d delta_lowrank (batch, G, R, T), d delta_weight (G*E, R), dA,
 //  dB, dC (batch, G, N, T), dD, d delta_bias] (None for absent D / delta_bias); the
 // gradients of delta_lowrank / B / C are per token also with rows_by_step.
@@ -388,12 +389,16 @@ std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
                                const std::optional<Tensor>& D,
                                const std::optional<Tensor>& delta_bias, const Tensor& dout,
                                const Tensor& chunk_states, bool delta_softplus,
-                               bool rows_by_step) {
+                               bool rows_by_step, bool merge) {
   const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
                                        D, delta_bias, rows_by_step);
   const Checked& c = r.c;
   const char* rule = "the routed forward's dtype (x's)";
-  check_tensor(dout, "dout", {c.batch, r.tokens, r.channels}, c.in_type, rule);
+  if (merge) {
+    check_tensor(dout, "dout", {c.batch, r.tokens, r.channels}, c.in_type, rule);
+  } else {
+    check_tensor(dout, "dout", {c.batch, c.groups, c.seqlen, r.channels}, c.in_type, rule);
+  }
   check_tensor(chunk_states, "chunk_states",
                {c.batch, c.dim, n_chunks_for(c.seqlen), c.dstate}, c.acc_type,
                "returned by fwd_routes_saved");
@@ -410,7 +415,7 @@ std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
   if (c.delta_bias.defined()) ddelta_bias = at::zeros({c.dim}, opts);
 
   mmssm::SelectiveScanBwdParams p;
-  fill_routes(p, r, delta_softplus, true);
+  fill_routes(p, r, delta_softplus, merge);
   p.chunk_states = states.numel() > 0 ? states.data_ptr() : nullptr;
   p.dout = dout_c.data_ptr();
   p.du = dx.data_ptr();
@@ -623,23 +628,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("rows_by_step") = false);
   m.def("fwd_routes_saved", &fwd_routes_saved,
         "fwd_routes_saved(x, route_index, delta_lowrank, delta_weight, A, B, C, D, "
-        "delta_bias, delta_softplus, rows_by_step=False) -> [out, chunk_states]: fwd_routes "
-        "with merged routes, "
-        "keeping the block states bwd_routes restarts from",
+        "delta_bias, delta_softplus, rows_by_step=False, merge=True) -> [out, "
+        "chunk_states]: fwd_routes keeping the block states bwd_routes restarts from",
         pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
         pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
-        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false);
+        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false,
+        pybind11::arg("merge") = true);
   m.def("bwd_routes", &bwd_routes,
         "bwd_routes(x, route_index, delta_lowrank, delta_weight, A, B, C, D, delta_bias, "
-        "dout, chunk_states, delta_softplus, rows_by_step=False) -> [dx, ddelta_lowrank, "
-        "ddelta_weight, dA, dB, dC, dD, ddelta_bias]: the gradients of fwd_routes_saved's "
-        "out for dout (batch, T, E); those of delta_lowrank, B and C per token",
+        "dout, chunk_states, delta_softplus, rows_by_step=False, merge=True) -> [dx, "
+        "ddelta_lowrank, ddelta_weight, dA, dB, dC, dD, ddelta_bias]: the gradients of "
+        "fwd_routes_saved's out for dout (batch, T, E), or (batch, G, L, E) with merge "
+        "false; those of delta_lowrank, B and C per token",
         pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
         pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
         pybind11::arg("dout"), pybind11::arg("chunk_states"),
-        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false);
+        pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false,
+        pybind11::arg("merge") = true);
   m.def("route_conv_silu", &route_conv_silu,
         "route_conv_silu(x, weight, bias) -> out: Vim's causal depthwise conv1d + bias + "
         "SiLU over x (B, D, L) read forward (route 0, weight[:D]) and reversed in time "

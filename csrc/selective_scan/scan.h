@@ -74,7 +74,7 @@ struct SelectiveScanFwdParams {
   // route_merge false, out[b, g, l, e] = y_g[b, e, l], (batch, G, L, E) contiguous (the
   // routes' outputs token-major in route order, for a caller that normalises them before
   // merging). delta_lowrank is required and z and last_state must be null; chunk_states
-// (optional, route_merge true) receives the states the routed backward restarts from.
+// (optional) receives the states the routed backward restarts from.
   const int64_t* route_index = nullptr;  // (G, L), contiguous, values in [-1, T)
   int64_t tokens = 0;                    // T
   bool route_merge = true;
@@ -132,10 +132,11 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
   void* dD = nullptr;      // (dim,) acc_t, when D is given
   void* ddelta_bias = nullptr;  // (dim,) acc_t, when delta_bias is given
 
-  // The routed backward only (selective_scan_bwd_routes_cpu; route_index and
-  // delta_lowrank set as in the routed forward, route_merge true): dout and du are the
-  // token-major maps (batch, T, E), contiguous (du zero-initialised: the routes' input
-  // gradients are summed into it), chunk_states are the routed forward's (required);
+  // The routed backward only (selective_scan_bwd_routes_cpu; route_index,
+  // delta_lowrank and route_merge as in the routed forward): dout is the gradient of its
+  // out, (batch, T, E) or with route_merge false (batch, G, L, E), contiguous; du the
+  // token-major map (batch, T, E), contiguous and zero-initialised (the routes' input
+  // gradients are summed into it); chunk_states are the routed forward's (required);
   // ddelta is not written, the gradient of delta goes to its two factors instead:
   void* ddelta_lowrank = nullptr;  // (batch, G, R, T) acc_t, zero-initialised
   void* ddelta_weight = nullptr;   // (dim, R) acc_t, zero-initialised
@@ -149,7 +150,7 @@ constexpr int64_t kCpuChunkSize = 64;
 void selective_scan_fwd_cpu(const SelectiveScanFwdParams& params);
 void selective_scan_bwd_cpu(const SelectiveScanBwdParams& params);
 // The routed forward (route_index set; float32 / float64 inputs); with chunk_states set
-// it keeps the block states for the routed backward (route_merge true).
+// it keeps the block states for the routed backward.
 void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& params);
 // Its adjoint: the gradients of the routed forward with route_merge true.
 void selective_scan_bwd_routes_cpu(const SelectiveScanBwdParams& params);

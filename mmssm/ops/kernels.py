@@ -277,11 +277,11 @@ def route_step_rows(rows: Tensor, index: Tensor, padded: bool) -> Tensor:
 
 
 class SelectiveScanRoutesFn(torch.autograd.Function):
-    """The routed scan with merged routes on the CPU kernels, differentiable
-    (``mmssm._C``'s ``fwd_routes_saved`` / ``bwd_routes``; float32 or float64, every
-    tensor in ``x``'s dtype). Arguments as :func:`mmssm.ops.routed_scan.selective_scan_routes`
-    with ``merge=True`` (and ``padded``: whether ``index`` may hold padding steps);
-    returns (B, T, E).
+    """The routed scan on the CPU kernels, differentiable (``mmssm._C``'s
+    ``fwd_routes_saved`` / ``bwd_routes``; float32 or float64, every tensor in ``x``'s
+    dtype). Arguments as :func:`mmssm.ops.routed_scan.selective_scan_routes` (and
+    ``padded``: whether ``index`` may hold padding steps); returns (B, T, E), with
+    ``merge=False`` (B, K, L, E).
 
     The forward keeps the states at the end of every chunk of steps; the backward kernel
     restarts each chunk from them, reads every route step from the token-major maps as
@@ -293,15 +293,16 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, index, delta_lowrank, delta_weight, A, B, C, D, delta_bias,
-                delta_softplus, padded=True):
+                delta_softplus, padded=True, merge=True):
         module = load_backend('cpu')
         # the per-token rows in route order, once (``padded``: index may hold -1)
         low, B, C = (route_step_rows(t, index, bool(padded)) for t in (delta_lowrank, B, C))
         out, chunk_states = module.fwd_routes_saved(x, index, low, delta_weight, A, B, C, D,
-                                                    delta_bias, bool(delta_softplus), True)
+                                                    delta_bias, bool(delta_softplus), True,
+                                                    bool(merge))
         ctx.save_for_backward(x, index, low, delta_weight, A, B, C, D, delta_bias,
                               chunk_states)
-        ctx.delta_softplus = bool(delta_softplus)
+        ctx.delta_softplus, ctx.merge = bool(delta_softplus), bool(merge)
         ctx.mark_non_differentiable(index)
         return out
 
@@ -313,7 +314,7 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
             grads = list(load_backend('cpu').bwd_routes(x, index, low, weight, A, B, C, D,
                                                         delta_bias, dout.to(x.dtype),
                                                         chunk_states, ctx.delta_softplus,
-                                                        True))
+                                                        True, ctx.merge))
         grads = _differentiable_once('cpu', grads,
                                      (dout, x, low, weight, A, B, C, D, delta_bias))
-        return (grads[0], None, *grads[1:], None, None)
+        return (grads[0], None, *grads[1:], None, None, None)

@@ -22,7 +22,7 @@ Two implementations of this one function:
   :func:`~mmssm.ops.selective_scan_lowrank` and an index-add, as torch ops;
 * **fused** (``mmssm._C.fwd_routes``, csrc/selective_scan/cpu/scan_cpu_kernels.h,
   "routed forward"): CPU, float32, inference (no autograd graph), outside autocast,
-  tracing and export; and with ``merge=True`` also where a graph is built
+  tracing and export; and also where a graph is built
   (:class:`~mmssm.ops.kernels.SelectiveScanRoutesFn`: ``fwd_routes_saved`` and its
   adjoint ``bwd_routes``, same file, "routed backward"). Each step of a route is one
   vector load of a token's channels and
@@ -60,8 +60,8 @@ def _check(name: str, t, shape, dtype=None) -> None:
 
 
 def routed_training_applies(tensors, backend: Optional[str] = None) -> bool:
-    """Whether :func:`selective_scan_routes` with ``merge=True`` runs for ``tensors``
-    (None entries ignored) as the fused routed forward and backward
+    """Whether :func:`selective_scan_routes` runs for ``tensors`` (None entries ignored)
+    as the fused routed forward and backward
     (:class:`~mmssm.ops.kernels.SelectiveScanRoutesFn`): all float32, an autograd graph is
     built through them, and the CPU kernels apply (:func:`~mmssm.ops.selective_scan.
     cpu_kernel_applies`: no autocast, trace or export)."""
@@ -144,12 +144,12 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
         return load_backend('cpu').fwd_routes(x, index, low, delta_weight, A, B, C, D,
                                               delta_bias, bool(delta_softplus), bool(merge),
                                               True)
-    if merge and routed_training_applies(tensors, backend):
+    if routed_training_applies(tensors, backend):
         from .kernels import SelectiveScanRoutesFn
         index = index.long()
         return SelectiveScanRoutesFn.apply(x, index, delta_lowrank, delta_weight, A, B, C, D,
                                            delta_bias, bool(delta_softplus),
-                                           _has_padding(index, tokens))
+                                           _has_padding(index, tokens), bool(merge))
     # (the fused paths above have checked the entries)
     if index.numel() and (int(index.min()) < -1 or int(index.max()) >= tokens):
         raise ValueError(f'selective_scan_routes: index entries must be in [-1, {tokens}) '

@@ -178,9 +178,10 @@ def test_fixture_parity_float64(case_id):
 
 
 def test_routed_kernel_path_equals_the_gathered_path(monkeypatch):
-    """Float32 CPU inference scans both routes with the routed kernel (unmerged, then
-    out_norm, then the merge); the gathered path (training, other devices) computes the
-    same function on the official fixture."""
+    """Float32 CPU inference and training scan both routes with the routed kernels
+    (unmerged, then out_norm, then the merge); the gathered path (other devices,
+    autocast, export) computes the same function on the official fixture, and the same
+    gradients."""
     from mmssm.models.backbones.msvmamba import MultiScaleSS2D
     from mmssm.ops.kernels import backend_available
     if not backend_available('cpu'):
@@ -196,11 +197,33 @@ def test_routed_kernel_path_equals_the_gathered_path(monkeypatch):
         routed = model(case['input'])
     mixers = [m for m in model.modules() if isinstance(m, MultiScaleSS2D)]
     assert len(calls) == 2 * len(mixers) and not any(calls)  # two routes, unmerged
+    real_applies = MultiScaleSS2D.routed_kernel_applies
     monkeypatch.setattr(MultiScaleSS2D, 'routed_kernel_applies', lambda self, x: False)
     with torch.no_grad():
         gathered = model(case['input'])
     for out, ref in zip(routed, gathered):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+    def gradients():
+        model.zero_grad()
+        image = case['input'].clone().requires_grad_()
+        outs = model(image)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        return [image.grad] + [p.grad.clone() for p in model.parameters()
+                               if p.grad is not None]
+
+    model.train()
+    for module in model.modules():  # (no dropout / drop path in the comparison)
+        module.training = isinstance(module, MultiScaleSS2D)
+    gathered = gradients()
+    monkeypatch.setattr(MultiScaleSS2D, 'routed_kernel_applies', real_applies)
+    calls.clear()
+    routed = gradients()
+    assert len(calls) == 2 * len(mixers)
+    assert len(routed) == len(gathered)
+    for got, want in zip(routed, gathered):
+        scale = want.abs().max().item() + 1e-3
+        torch.testing.assert_close(got / scale, want / scale, rtol=1e-4, atol=2e-5)
 
 
 def test_inference_in_place_keeps_the_block_input_and_the_function():

@@ -250,7 +250,7 @@ def test_ss2d_routed_kernel_equals_the_gathered_path(pattern, gated, monkeypatch
     with torch.no_grad():
         routed = module(x)
         assert len(calls) == 1
-        monkeypatch.setattr(SS2D, 'routed_kernel_applies', lambda self, x, merge=False: False)
+        monkeypatch.setattr(SS2D, 'routed_kernel_applies', lambda self, x: False)
         gathered = module(x)
     assert len(calls) == 1
     torch.testing.assert_close(routed, gathered, rtol=1e-5, atol=1e-5)

@@ -117,8 +117,8 @@ def test_strided_inputs():
 
 def test_the_kernel_runs_where_it_applies(monkeypatch):
     """Fused for float32 CPU inference; the fused training kernels where a graph is built
-    in float32 with merged routes; composite for float64, unmerged routes under autograd,
-    on the 'torch' backend -- and every path has gradients."""
+    in float32 (merged routes or not); composite for float64 and on the 'torch' backend
+    -- and every path has gradients."""
     calls, trained = [], []
     real = routed_scan.fused_inference_applies
     monkeypatch.setattr(routed_scan, 'fused_inference_applies',
@@ -136,7 +136,7 @@ def test_the_kernel_runs_where_it_applies(monkeypatch):
     assert calls == [True, False, False] and trained == []
     for dtype, merge, backend, fused in [(torch.float32, True, None, True),
                                          (torch.float32, True, 'torch', False),
-                                         (torch.float32, False, None, False),
+                                         (torch.float32, False, None, True),
                                          (torch.float64, True, None, False)]:
         trained.clear()
         inputs = {k: (v.to(dtype, copy=True) if v.is_floating_point() else v)
@@ -159,23 +159,31 @@ def _gradients(fn, case, names=ARGS):
     return out, dict(zip([k for k in names if k != 'index'], grads))
 
 
+@pytest.mark.parametrize('merge', [True, False])
 @pytest.mark.parametrize('pattern,size,channels,dstate,rank,batch', CASES)
 def test_training_kernels_match_the_definition(pattern, size, channels, dstate, rank,
-                                               batch):
+                                               batch, merge):
     """The routed forward / backward pair (float64 through the autograd function, float32
-    through the dispatch) against autograd through the definition: every input's
-    gradient, with padding steps (atrous) and tokens visited more than once per route
-    (multiscale_low)."""
+    through the dispatch) against autograd through the definition (merged) or the
+    composite path (per step, itself checked against the definition above): every
+    input's gradient, with padding steps (atrous) and tokens visited more than once per
+    route (multiscale_low)."""
     case = make_case(pattern, size, channels, dstate, rank, batch, torch.float64)
-    expected, grads = _gradients(lambda c: definition(pattern, size, c), case)
+    if merge:
+        expected, grads = _gradients(lambda c: definition(pattern, size, c), case)
+    else:
+        expected, grads = _gradients(
+            lambda c: selective_scan_routes(**c, delta_softplus=True, merge=False,
+                                            backend='torch'), case)
     out, fused = _gradients(
-        lambda c: SelectiveScanRoutesFn.apply(*(c[k] for k in ARGS), True), case)
+        lambda c: SelectiveScanRoutesFn.apply(*(c[k] for k in ARGS), True, True, merge),
+        case)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     for name, grad in grads.items():
         torch.testing.assert_close(fused[name], grad, rtol=1e-10, atol=1e-10, msg=name)
     case32 = {k: (v.float() if v.is_floating_point() else v) for k, v in case.items()}
-    out32, fused32 = _gradients(lambda c: selective_scan_routes(**c, delta_softplus=True),
-                                case32)
+    out32, fused32 = _gradients(
+        lambda c: selective_scan_routes(**c, delta_softplus=True, merge=merge), case32)
     assert out32.grad_fn is not None and 'SelectiveScanRoutes' in type(out32.grad_fn).__name__
     for name, grad in grads.items():
         scale = grad.abs().max().item() + 1.0
@@ -294,6 +302,12 @@ def test_rows_per_token_or_per_step(pattern, size):
     grads_s = module.bwd_routes(*per_step, dout, states, True, True)
     for got, want in zip(grads_s, grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    steps, states = module.fwd_routes_saved(*per_token, True, False, False)
+    dsteps = torch.randn_like(steps)
+    grads = module.bwd_routes(*per_token, dsteps, states, True, False, False)
+    grads_s = module.bwd_routes(*per_step, dsteps, states, True, True, False)
+    for got, want in zip(grads_s, grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(RuntimeError, match='delta_lowrank has shape'):
         module.fwd_routes(*per_token, True, True, True)
 
@@ -304,6 +318,10 @@ def test_backward_binding_checks_its_arguments():
     args = [case[k] for k in ARGS]
     out, states = module.fwd_routes_saved(*args, True)
     assert states.shape == (2, 160, 1, 1)
+    steps, _ = module.fwd_routes_saved(*args, True, False, False)
+    assert steps.shape == (2, 4, 63, 40)
+    with pytest.raises(RuntimeError, match='dout has shape'):
+        module.bwd_routes(*args, out, states, True, False, False)  # per-token, not per-step
     for dout, saved, pattern in [(out[:, :-1], states, 'dout has shape'),
                                  (out.double(), states, 'dout has dtype'),
                                  (out, states[:, :-1], 'chunk_states has shape'),

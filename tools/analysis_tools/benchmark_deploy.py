@@ -136,7 +136,7 @@ def record_first_scan(model: nn.Module, x: torch.Tensor):
     routed = SelectiveScanRoutes.routed_kernel_applies
     kernels.selective_scan_kernel = spy
     kernels.SelectiveScanLowRankFn = LowRankSpy
-    SelectiveScanRoutes.routed_kernel_applies = lambda self, x, merge=False: False
+    SelectiveScanRoutes.routed_kernel_applies = lambda self, x: False
     try:
         with torch.inference_mode():
             model(x)

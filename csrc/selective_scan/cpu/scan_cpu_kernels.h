@@ -901,7 +901,10 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
                             rank);
   const int64_t b = item.b;
   const in_t* x = static_cast<const in_t*>(p.u) + b * p.u_batch_stride;
-  const in_t* dout = static_cast<const in_t*>(p.dout) + b * p.tokens * E;
+  // the merged output's gradient per token (batch, T, E), or the routes' per step
+  // (batch, G, L, E) with route_merge false
+  const in_t* dout = static_cast<const in_t*>(p.dout) +
+                     b * (p.route_merge ? p.tokens : p.n_groups * L) * E;
   in_t* dx = static_cast<in_t*>(p.du) + b * p.tokens * E;
   const acc_t* weight = static_cast<const acc_t*>(p.delta_weight);
   const acc_t* A = static_cast<const acc_t*>(p.A);
@@ -938,7 +941,7 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
         if (c > 0) {  // the token rows and partial rows of the block processed next
           const int64_t* prev = index - kBlock;
           prefetch_tokens(x + e0, p.u_token_stride, prev, kBlock, false);
-          prefetch_tokens(dout + e0, E, prev, kBlock, false);
+          if (p.route_merge) prefetch_tokens(dout + e0, E, prev, kBlock, false);
           prefetch_tokens(dx + e0, E, prev, kBlock, true);
           for (int64_t q = 0; q < rank; ++q) {
             for (int64_t off = 0; off < kBlock; off += 64 / int64_t(sizeof(acc_t))) {
@@ -949,7 +952,8 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
         for (int64_t i = 0; i < len; ++i) {
           const bool on = index[i] >= 0;
           s.u[i] = on ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes) : V{};
-          s.dy[i] = on ? load_lane_row(dout + index[i] * E + e0, lanes) : V{};
+          const int64_t at = p.route_merge ? index[i] : g * L + l0 + i;
+          s.dy[i] = on ? load_lane_row(dout + at * E + e0, lanes) : V{};
         }
         route_rows(p, low, B, C, index, l0, len, rank, n, r.low, s.B, s.C);
         lowrank_delta(r.W, r.low, rank, len, s.delta);

@@ -80,13 +80,13 @@ void selective_scan_bwd_routes_cpu(const SelectiveScanBwdParams& p) {
   using namespace cpu;
   check_common(p);
   const bool empty = p.batch * p.dim == 0 || p.seqlen == 0;  // (null data pointers)
-  if (!p.route_index || !p.delta_lowrank || !p.route_merge || p.z || p.tokens < 0 ||
+  if (!p.route_index || !p.delta_lowrank || p.z || p.tokens < 0 ||
       (!empty && (!p.ddelta_lowrank || !p.ddelta_weight || !p.chunk_states)) ||
       !(p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64)) {
     throw std::invalid_argument(
-        "selective_scan_cpu routed backward: needs route_index, a low-rank delta, merged "
-        "routes, the routed forward's chunk_states, d delta_lowrank / d delta_weight "
-        "outputs and float32 / float64 inputs, and takes no z");
+        "selective_scan_cpu routed backward: needs route_index, a low-rank delta, the "
+        "routed forward's chunk_states, d delta_lowrank / d delta_weight outputs and "
+        "float32 / float64 inputs, and takes no z");
   }
   const int64_t batch = p.batch, G = p.n_groups, n = p.dstate, L = p.seqlen;
   const int64_t R = p.delta_rank;

@@ -134,8 +134,8 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         ``slot``, normalise every token with ``out_norm`` and sum the result back onto
         the pixels."""
         if self.routed_kernel_applies(x):
-            # CPU float32 inference: the routed kernel reads the route from the map and
-            # returns its outputs token-major per step, normalised in place and summed.
+            # CPU float32 (inference and training): the routed kernels read the route from
+            # the map and return its outputs token-major per step, normalised and summed.
             batch, channels, height, width = x.shape
             index = get_scan_pattern(pattern).index(height, width, x.device)
             ys = self.out_norm(self.scan_map(x, index, slot, merge=False)).to(x.dtype)

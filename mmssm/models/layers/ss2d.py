@@ -179,13 +179,13 @@ class SelectiveScanRoutes(nn.Module):
         return scan_routes(xs, self.x_proj_weight[sl], self.dt_projs_weight[sl],
                            self.dt_projs_bias[sl], self.A_logs[rows], self.Ds[rows])
 
-    def routed_kernel_applies(self, x: Tensor, merge: bool = False) -> bool:
-        """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernels (CPU float32:
-        in inference, and with ``merge`` also in training; see
+    def routed_kernel_applies(self, x: Tensor) -> bool:
+        """Whether :meth:`scan_map` runs for ``x`` as the fused routed kernels (CPU float32,
+        in inference and in training; see
         :func:`~mmssm.ops.routed_scan.selective_scan_routes`)."""
         tensors = (x, self.x_proj_weight, self.dt_projs_weight)
         return (fused_inference_applies(tensors, None, 'fwd_routes')
-                or (merge and routed_training_applies(tensors)))
+                or routed_training_applies(tensors))
 
     def scan_map(self, x: Tensor, index: Tensor, first_route: int = 0,
                  merge: bool = True) -> Tensor:
@@ -309,7 +309,7 @@ class SS2D(SelectiveScanRoutes):
         x = F.silu(self.conv2d(x), inplace=inplace)
         index = self.pattern.index(height, width, x.device)
         if (self.pattern.is_permutation and self._merges_by_pattern()
-                and self.routed_kernel_applies(x, merge=True)):
+                and self.routed_kernel_applies(x)):
             y = self.scan_map(x, index)  # gather + scan + merge in one kernel
         else:
             ys = self.scan_routes(gather_routes(x, self.pattern))
