@@ -847,11 +847,12 @@ __attribute__((noinline)) void bwd_tile(const SelectiveScanBwdParams& p, const T
 
 // ---- routed backward ---------------------------------------------------------------------
 //
-// The adjoint of the routed forward (route_merge true): the backward tile above with the
-// routed forward's reads. Step i of a route reads u and the merged output's gradient from
-// token index[i]'s row (one vector load each), the low-rank delta / B / C rows at
-// index[i], and forms delta in registers; the block's states restart from the chunk
-// states the routed forward kept. Its input gradient is one vector add into token
+// The adjoint of the routed forward: the backward tile above with the routed forward's
+// reads. Step i of a route reads u from token index[i]'s row and the output gradient
+// from the same row of the merged gradient (route_merge) or from the step's own row
+// (unmerged: one vector load each), the low-rank delta / B / C rows of the step, and
+// forms delta in registers; the block's states restart from the chunk states the routed
+// forward kept. Its input gradient is one vector add into token
 // index[i]'s row of du (summing the routes in order g = 0, 1, ... for the tile's
 // channels). Instead of d delta it returns the gradients of delta's two factors:
 //   d delta_weight[d, r] += sum_i d dt_i(d) low_r(i)       (per lane, in registers)
