@@ -14,17 +14,9 @@ template <typename acc_t>
 void reduce_partials(const SelectiveScanBwdParams& p, const BwdPartials& part,
                      int64_t slices, bool in_place) {
   const int64_t batch = p.batch, dim = p.dim, n = p.dstate, L = p.seqlen;
-  const acc_t* dA_p = static_cast<const acc_t*>(part.dA);
-  const acc_t* dD_p = static_cast<const acc_t*>(part.dD);
-  const acc_t* db_p = static_cast<const acc_t*>(part.dbias);
-  acc_t* dA = static_cast<acc_t*>(p.dA);
-  acc_t* dD = static_cast<acc_t*>(p.dD);
-  acc_t* db = static_cast<acc_t*>(p.ddelta_bias);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t i = 0; i < dim * n; ++i) dA[i] += dA_p[b * dim * n + i];
-    for (int64_t d = 0; d < dim && dD; ++d) dD[d] += dD_p[b * dim + d];
-    for (int64_t d = 0; d < dim && db; ++d) db[d] += db_p[b * dim + d];
-  }
+  sum_over_batch<acc_t>(part.dA, p.dA, batch, dim * n);
+  sum_over_batch<acc_t>(part.dD, p.dD, batch, dim);
+  sum_over_batch<acc_t>(part.dbias, p.ddelta_bias, batch, dim);
   if (in_place) return;
   // dB / dC: the slices' (L, N) partial rows summed into (N, L).
   const int64_t rows = batch * p.n_groups;
@@ -66,17 +58,9 @@ void selective_scan_bwd_cpu(const SelectiveScanBwdParams& p) {
   const Kernels& k = kernels_for(p);
   const TileGrid grid(p, k.tile_width(p));
 
-  // Tile slices per (batch, group): enough work items to keep many cores busy while the
-  // per-slice dB / dC partials stay within a memory budget. Depends on the shapes only
-  // (determinism).
-  const int64_t kTargetItems = 128;
-  const int64_t kPartialBudget = int64_t(64) << 20;  // bytes
-  const int64_t slab_bytes = std::max<int64_t>(1, 2 * batch * G * L * n * elem);
-  int64_t slices = std::max<int64_t>(1, (kTargetItems + batch * G - 1) / (batch * G));
-  slices = std::min(slices, std::max<int64_t>(1, kPartialBudget / slab_bytes));
-  slices = std::min(slices, grid.tiles_per_group);
-  const int64_t per_slice = (grid.tiles_per_group + slices - 1) / slices;
-  slices = (grid.tiles_per_group + per_slice - 1) / per_slice;
+  // Tile slices per (batch, group), each with its own dB / dC partials (TileSlices).
+  const TileSlices cut(batch * G, 2 * batch * G * L * n * elem, grid.tiles_per_group, 128);
+  const int64_t slices = cut.count, per_slice = cut.per_slice;
 
   // One slice and N == 1: the (L, N) partial layout is dB's (N, L) layout, so the items
   // accumulate into dB / dC directly (the caller zero-initialised them).

@@ -100,6 +100,37 @@ struct RoutesBwdPartials {
   void* dweight;  // (batch, dim, R)
 };
 
+// How many slices the tiles of a group are cut into (both backwards): enough work items
+// (`units` per slice: (batch, group) pairs or batch elements) for many cores while the
+// slices' partial rows (`slab_bytes` each) stay within a memory budget, never more
+// slices than tiles. Depends on the shapes only (determinism).
+struct TileSlices {
+  int64_t count, per_slice;  // slices, tiles per slice (the last may have fewer)
+
+  MMSSM_ALWAYS_INLINE TileSlices(int64_t units, int64_t slab_bytes, int64_t tiles_per_group,
+                                 int64_t target_items) {
+    const int64_t kPartialBudget = int64_t(64) << 20;  // bytes
+    int64_t n = std::max<int64_t>(1, (target_items + units - 1) / units);
+    n = std::min(n, std::max<int64_t>(1, kPartialBudget / std::max<int64_t>(1, slab_bytes)));
+    n = std::min(n, tiles_per_group);
+    per_slice = (tiles_per_group + n - 1) / n;
+    count = (tiles_per_group + per_slice - 1) / per_slice;
+  }
+};
+
+// out[i] += part[b * count + i] for every batch element b, in order, i < count (both
+// backwards' per-channel gradients; nothing when out is null).
+template <typename acc_t>
+MMSSM_ALWAYS_INLINE void sum_over_batch(const void* part, void* out, int64_t batch,
+                                        int64_t count) {
+  if (out == nullptr) return;
+  const acc_t* from = static_cast<const acc_t*>(part);
+  acc_t* to = static_cast<acc_t*>(out);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t i = 0; i < count; ++i) to[i] += from[b * count + i];
+  }
+}
+
 // ---- kernels ----------------------------------------------------------------------------
 
 enum class CpuIsa { kGeneric, kV3, kV4 };

@@ -976,8 +976,9 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
         for (int64_t i = 0; i < len; ++i) {
           if (index[i] >= 0) add_lane_row(dx + index[i] * E + e0, lanes, s.du[i]);
         }
+        // d dt is zero past len from here on: both sums below may read the whole block.
+        for (int64_t i = len; i < kBlock; ++i) s.ddt[i] = V{};
         // d delta_weight, per lane (four independent sums per rank, then added).
-        for (int64_t i = len; i % 4; ++i) s.ddt[i] = V{};  // (low's padding is zero)
         for (int64_t q = 0; q < rank; ++q) {
           const acc_t* row = r.low + q * kBlock;
           V a0{}, a1{}, a2{}, a3{};
@@ -989,9 +990,8 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
           }
           r.dW[q] += (a0 + a1) + (a2 + a3);
         }
-        // d low: the block's d dt as rows (zero past len: the whole block is summed),
-        // summed over the lanes, the block's steps as kBlock / W vectors in registers.
-        for (int64_t i = len; i < kBlock; ++i) s.ddt[i] = V{};
+        // d low: the block's d dt as rows, summed over the lanes, the block's steps as
+        // kBlock / W vectors in registers.
         store_lanes<acc_t>(s.ddt, r.rows, kBlock, kW, kBlock);
         constexpr int kVecs = kBlock / kW;
         for (int64_t q = 0; q < rank; ++q) {

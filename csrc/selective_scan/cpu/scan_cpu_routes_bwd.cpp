@@ -15,20 +15,10 @@ void reduce_routes(const SelectiveScanBwdParams& p, const RoutesBwdPartials& par
   const int64_t batch = p.batch, dim = p.dim, n = p.dstate, L = p.seqlen, T = p.tokens;
   const int64_t G = p.n_groups, R = p.delta_rank;
   // Per channel: summed over the batch, in order.
-  const acc_t* dA_p = static_cast<const acc_t*>(part.dA);
-  const acc_t* dD_p = static_cast<const acc_t*>(part.dD);
-  const acc_t* db_p = static_cast<const acc_t*>(part.dbias);
-  const acc_t* dw_p = static_cast<const acc_t*>(part.dweight);
-  acc_t* dA = static_cast<acc_t*>(p.dA);
-  acc_t* dD = static_cast<acc_t*>(p.dD);
-  acc_t* db = static_cast<acc_t*>(p.ddelta_bias);
-  acc_t* dw = static_cast<acc_t*>(p.ddelta_weight);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t i = 0; i < dim * n; ++i) dA[i] += dA_p[b * dim * n + i];
-    for (int64_t i = 0; i < dim * R; ++i) dw[i] += dw_p[b * dim * R + i];
-    for (int64_t d = 0; d < dim && dD; ++d) dD[d] += dD_p[b * dim + d];
-    for (int64_t d = 0; d < dim && db; ++d) db[d] += db_p[b * dim + d];
-  }
+  sum_over_batch<acc_t>(part.dA, p.dA, batch, dim * n);
+  sum_over_batch<acc_t>(part.dweight, p.ddelta_weight, batch, dim * R);
+  sum_over_batch<acc_t>(part.dD, p.dD, batch, dim);
+  sum_over_batch<acc_t>(part.dbias, p.ddelta_bias, batch, dim);
   // Per route step: the slices' partial rows summed (into slice 0's, in order), then
   // added onto the step's token.
   const int64_t rows = batch * G;
@@ -95,16 +85,10 @@ void selective_scan_bwd_routes_cpu(const SelectiveScanBwdParams& p) {
   const Kernels& k = kernels_for(p);
   const TileGrid grid(p, k.tile_width(p));
 
-  // Tile slices per batch element: enough items for many cores while the slices'
-  // partial rows stay within a memory budget. Depends on the shapes only (determinism).
-  const int64_t kTargetItems = 16;
-  const int64_t kPartialBudget = int64_t(64) << 20;  // bytes
-  const int64_t slab_bytes = std::max<int64_t>(1, batch * G * L * (2 * n + R) * elem);
-  int64_t slices = std::max<int64_t>(1, (kTargetItems + batch - 1) / batch);
-  slices = std::min(slices, std::max<int64_t>(1, kPartialBudget / slab_bytes));
-  slices = std::min(slices, grid.tiles_per_group);
-  const int64_t per_slice = (grid.tiles_per_group + slices - 1) / slices;
-  slices = (grid.tiles_per_group + per_slice - 1) / per_slice;
+  // Tile slices per batch element, each with its own dB / dC / d delta_lowrank partial
+  // rows (TileSlices).
+  const TileSlices cut(batch, batch * G * L * (2 * n + R) * elem, grid.tiles_per_group, 16);
+  const int64_t slices = cut.count, per_slice = cut.per_slice;
 
   const size_t slab = static_cast<size_t>(slices * batch * G * L);
   std::vector<double> dB_buf(slab * n * elem / 8 + 1), dC_buf(slab * n * elem / 8 + 1);
