@@ -382,14 +382,18 @@ std::vector<Tensor> fwd_routes_saved(const Tensor& x, const Tensor& route_index,
 // with merge false (batch, G, L, E):
 // [dx (batch, T, E), d delta_lowrank (batch, G, R, T), d delta_weight (G*E, R), dA,
 //  dB, dC (batch, G, N, T), dD, d delta_bias] (None for absent D / delta_bias); the
-// gradients of delta_lowrank / B / C are per token also with rows_by_step.
+// gradients of delta_lowrank / B / C are per token also with rows_by_step, and per route
+// step, (batch, G, R or N, L), with grads_by_step (which needs rows_by_step).
 std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
                                const Tensor& delta_lowrank, const Tensor& delta_weight,
                                const Tensor& A, const Tensor& B, const Tensor& C,
                                const std::optional<Tensor>& D,
                                const std::optional<Tensor>& delta_bias, const Tensor& dout,
                                const Tensor& chunk_states, bool delta_softplus,
-                               bool rows_by_step, bool merge) {
+                               bool rows_by_step, bool merge, bool grads_by_step) {
+  TORCH_CHECK(rows_by_step || !grads_by_step,
+              "selective_scan cpu: bwd_routes gives the row gradients per route step "
+              "(grads_by_step) only for rows given per route step (rows_by_step)");
   const RoutesChecked r = check_routes(x, route_index, delta_lowrank, delta_weight, A, B, C,
                                        D, delta_bias, rows_by_step);
   const Checked& c = r.c;
@@ -405,11 +409,12 @@ std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
   const Tensor dout_c = dout.contiguous(), states = chunk_states.contiguous();
   auto opts = c.u.options();
   Tensor dx = at::zeros({c.batch, r.tokens, r.channels}, opts);
-  Tensor dlow = at::zeros({c.batch, c.groups, r.weight.size(1), r.tokens}, opts);  // per token
+  const int64_t per = grads_by_step ? c.seqlen : r.tokens;  // rows' gradients per token
+  Tensor dlow = at::zeros({c.batch, c.groups, r.weight.size(1), per}, opts);
   Tensor dweight = at::zeros({c.dim, r.weight.size(1)}, opts);
   Tensor dA = at::zeros({c.dim, c.dstate}, opts);
-  Tensor dB = at::zeros({c.batch, c.groups, c.dstate, r.tokens}, opts);
-  Tensor dC = at::zeros({c.batch, c.groups, c.dstate, r.tokens}, opts);
+  Tensor dB = at::zeros({c.batch, c.groups, c.dstate, per}, opts);
+  Tensor dC = at::zeros({c.batch, c.groups, c.dstate, per}, opts);
   Tensor dD, ddelta_bias;
   if (c.D.defined()) dD = at::zeros({c.dim}, opts);
   if (c.delta_bias.defined()) ddelta_bias = at::zeros({c.dim}, opts);
@@ -426,6 +431,7 @@ std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
   p.dC = dC.data_ptr();
   p.dD = dD.defined() ? dD.data_ptr() : nullptr;
   p.ddelta_bias = ddelta_bias.defined() ? ddelta_bias.data_ptr() : nullptr;
+  p.route_grads_by_step = grads_by_step;
   if (c.batch * c.dim > 0 && c.seqlen > 0) {
     pybind11::gil_scoped_release no_gil;
     mmssm::selective_scan_bwd_routes_cpu(p);
@@ -637,16 +643,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("merge") = true);
   m.def("bwd_routes", &bwd_routes,
         "bwd_routes(x, route_index, delta_lowrank, delta_weight, A, B, C, D, delta_bias, "
-        "dout, chunk_states, delta_softplus, rows_by_step=False, merge=True) -> [dx, "
-        "ddelta_lowrank, ddelta_weight, dA, dB, dC, dD, ddelta_bias]: the gradients of "
-        "fwd_routes_saved's out for dout (batch, T, E), or (batch, G, L, E) with merge "
-        "false; those of delta_lowrank, B and C per token",
+        "dout, chunk_states, delta_softplus, rows_by_step=False, merge=True, "
+        "grads_by_step=False) -> [dx, ddelta_lowrank, ddelta_weight, dA, dB, dC, dD, "
+        "ddelta_bias]: the gradients of fwd_routes_saved's out for dout (batch, T, E), or "
+        "(batch, G, L, E) with merge false; those of delta_lowrank, B and C per token, or "
+        "with grads_by_step (rows given per step) per route step",
         pybind11::arg("x"), pybind11::arg("route_index"), pybind11::arg("delta_lowrank"),
         pybind11::arg("delta_weight"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("delta_bias"),
         pybind11::arg("dout"), pybind11::arg("chunk_states"),
         pybind11::arg("delta_softplus"), pybind11::arg("rows_by_step") = false,
-        pybind11::arg("merge") = true);
+        pybind11::arg("merge") = true, pybind11::arg("grads_by_step") = false);
   m.def("route_conv_silu", &route_conv_silu,
         "route_conv_silu(x, weight, bias) -> out: Vim's causal depthwise conv1d + bias + "
         "SiLU over x (B, D, L) read forward (route 0, weight[:D]) and reversed in time "

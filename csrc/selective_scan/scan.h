@@ -78,10 +78,12 @@ struct SelectiveScanFwdParams {
   const int64_t* route_index = nullptr;  // (G, L), contiguous, values in [-1, T)
   int64_t tokens = 0;                    // T
   bool route_merge = true;
-  // delta_lowrank, B and C are given per route step instead, (batch, G, R or N, L): row
-  // step l is token route_index[g, l]'s (zero at padding steps) -- gathered once by the
-  // caller rather than by every channel tile. The backward's dB / dC / d delta_lowrank
-  // are per token either way.
+  // delta_lowrank, B and C are given per route step instead, (batch, G, R or N, L), and
+  // read as given at every step, padding steps included: e.g. the per-token rows
+  // gathered once by the caller rather than by every channel tile (row step l is then
+  // token route_index[g, l]'s, zero at padding steps), or rows a caller computed per
+  // step. The backward's dB / dC / d delta_lowrank are per token unless
+  // route_grads_by_step (backward only) asks for them per step.
   bool route_rows_by_step = false;
   int64_t u_token_stride = 0;
 
@@ -140,6 +142,10 @@ struct SelectiveScanBwdParams : SelectiveScanFwdParams {
   // ddelta is not written, the gradient of delta goes to its two factors instead:
   void* ddelta_lowrank = nullptr;  // (batch, G, R, T) acc_t, zero-initialised
   void* ddelta_weight = nullptr;   // (dim, R) acc_t, zero-initialised
+  // With route_rows_by_step: d delta_lowrank, dB and dC per route step, (batch, G, R or
+  // N, L), every step's own gradient (padding steps included) instead of their sums per
+  // token -- the gradients of rows that were given per step.
+  bool route_grads_by_step = false;
 };
 
 // CPU backend (cpu/*.cpp: tiles of 16 channels, SIMD across the channels).

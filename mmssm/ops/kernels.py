@@ -281,7 +281,8 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
     ``fwd_routes_saved`` / ``bwd_routes``; float32 or float64, every tensor in ``x``'s
     dtype). Arguments as :func:`mmssm.ops.routed_scan.selective_scan_routes` (and
     ``padded``: whether ``index`` may hold padding steps); returns (B, T, E), with
-    ``merge=False`` (B, K, L, E).
+    ``merge=False`` (B, K, L, E). With ``rows_by_step`` delta_lowrank / B / C are given
+    per route step, (B, K, R or N, L), and their gradients are returned so.
 
     The forward keeps the states at the end of every chunk of steps; the backward kernel
     restarts each chunk from them, reads every route step from the token-major maps as
@@ -293,16 +294,19 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, index, delta_lowrank, delta_weight, A, B, C, D, delta_bias,
-                delta_softplus, padded=True, merge=True):
+                delta_softplus, padded=True, merge=True, rows_by_step=False):
         module = load_backend('cpu')
-        # the per-token rows in route order, once (``padded``: index may hold -1)
-        low, B, C = (route_step_rows(t, index, bool(padded)) for t in (delta_lowrank, B, C))
+        low = delta_lowrank
+        if not rows_by_step:
+            # the per-token rows in route order, once (``padded``: index may hold -1)
+            low, B, C = (route_step_rows(t, index, bool(padded)) for t in (low, B, C))
         out, chunk_states = module.fwd_routes_saved(x, index, low, delta_weight, A, B, C, D,
                                                     delta_bias, bool(delta_softplus), True,
                                                     bool(merge))
         ctx.save_for_backward(x, index, low, delta_weight, A, B, C, D, delta_bias,
                               chunk_states)
         ctx.delta_softplus, ctx.merge = bool(delta_softplus), bool(merge)
+        ctx.rows_by_step = bool(rows_by_step)
         ctx.mark_non_differentiable(index)
         return out
 
@@ -314,7 +318,7 @@ class SelectiveScanRoutesFn(torch.autograd.Function):
             grads = list(load_backend('cpu').bwd_routes(x, index, low, weight, A, B, C, D,
                                                         delta_bias, dout.to(x.dtype),
                                                         chunk_states, ctx.delta_softplus,
-                                                        True, ctx.merge))
+                                                        True, ctx.merge, ctx.rows_by_step))
         grads = _differentiable_once('cpu', grads,
                                      (dout, x, low, weight, A, B, C, D, delta_bias))
-        return (grads[0], None, *grads[1:], None, None, None)
+        return (grads[0], None, *grads[1:], None, None, None, None)

@@ -15,6 +15,11 @@ instead of per gathered step (it is a per-token linear map, so the two agree). W
 ``merge=False`` the route outputs are returned token-major per step instead,
 ``out[b, k, l, e] = y_k[b, e, l]`` (B, K, L, E), for a caller that normalises every step
 before merging (MSVMamba); :func:`merge_token_routes` then sums them onto the tokens.
+With ``rows_by_step=True`` ``delta_lowrank``, ``B`` and ``C`` are given per route step
+instead, (B, K, R or N, L), and used as given at every step (padding steps included):
+for routes that each read only part of the map (EfficientVMamba's 'atrous' sub-lattices,
+a quarter each), where projecting every token once per route would be K times the work
+of projecting each route's own steps.
 
 Two implementations of this one function:
 
@@ -73,6 +78,20 @@ def routed_training_applies(tensors, backend: Optional[str] = None) -> bool:
     return cpu_kernel_applies(tensors[0].device, backend, 'bwd_routes')
 
 
+def route_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """The tokens the routes of ``index`` (K, L) read from ``x`` (B, T, E), in step order:
+    (B, K, L, E), zero at padding steps (-1) -- one copy of a token's channels per step
+    (differentiable: its gradient sums back onto the tokens)."""
+    index = index.long()
+    shape = (x.shape[0], *index.shape, x.shape[2])
+    # (index_select copies whole rows: 4x faster than x[:, index] here)
+    if not _has_padding(index, x.shape[1]):  # (checked once per cached index map)
+        return x.index_select(1, index.reshape(-1)).view(shape)
+    steps = x.index_select(1, index.clamp(min=0).reshape(-1)).view(shape)
+    valid = (index >= 0)[None, :, :, None].to(x.dtype)
+    return steps.mul_(valid) if not steps.requires_grad else steps * valid
+
+
 def merge_token_routes(ys: Tensor, index: Tensor, tokens: int) -> Tensor:
     """Token-major route outputs (B, K, L, E) summed onto the tokens of ``index`` (K, L):
     (B, T, E), padding steps (-1) dropped -- the merge of token-major sequences."""
@@ -92,6 +111,7 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
                           delta_weight: Tensor, A: Tensor, B: Tensor, C: Tensor,
                           D: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None,
                           delta_softplus: bool = False, merge: bool = True, *,
+                          rows_by_step: bool = False,
                           backend: Optional[str] = None) -> Tensor:
     """Gather, scan and merge the K routes of ``index`` (see the module docstring).
 
@@ -105,6 +125,8 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
         B, C: (B, K, N, T) per token, x's dtype.
         delta_softplus: apply softplus to delta + delta_bias.
         merge: sum the routes onto the tokens (else return them per step).
+        rows_by_step: delta_lowrank, B and C are (B, K, R or N, L), one row per route
+            step (read as given, padding steps included), instead of per token.
         backend: selective-scan backend name or None.
 
     Returns:
@@ -119,18 +141,20 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
                          + (f' of {index.dtype}' if isinstance(index, torch.Tensor) else ''))
     batch, tokens, channels = x.shape
     routes, length = index.shape
+    per, per_name = (length, 'L') if rows_by_step else (tokens, 'T')  # rows per step/token
     if not isinstance(delta_lowrank, torch.Tensor) or delta_lowrank.dim() != 4:
-        raise ValueError(f'selective_scan_routes: delta_lowrank must be (B, K, R, T) = '
-                         f'({batch}, {routes}, R, {tokens}), got {_shape(delta_lowrank)}')
+        raise ValueError(f'selective_scan_routes: delta_lowrank must be (B, K, R, '
+                         f'{per_name}) = ({batch}, {routes}, R, {per}), got '
+                         f'{_shape(delta_lowrank)}')
     rank = delta_lowrank.shape[2]
     if not isinstance(A, torch.Tensor) or A.dim() != 2:
         raise ValueError(f'selective_scan_routes: A must be (K*E, N) = '
                          f'({routes * channels}, N), got {_shape(A)}')
     dstate = A.shape[1]
-    _check('delta_lowrank', delta_lowrank, (batch, routes, rank, tokens), x.dtype)
+    _check('delta_lowrank', delta_lowrank, (batch, routes, rank, per), x.dtype)
     _check('delta_weight', delta_weight, (routes * channels, rank))
-    _check('B', B, (batch, routes, dstate, tokens), x.dtype)
-    _check('C', C, (batch, routes, dstate, tokens), x.dtype)
+    _check('B', B, (batch, routes, dstate, per), x.dtype)
+    _check('C', C, (batch, routes, dstate, per), x.dtype)
     if index.device != x.device:
         raise ValueError(f'selective_scan_routes: index is on {index.device} but x is on '
                          f'{x.device}')
@@ -139,8 +163,10 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
         from .kernels import load_backend
         index = index.long()
         padded = _has_padding(index, tokens)
-        # the per-token rows in route order once, not once per channel tile in the kernel
-        low, B, C = (route_step_rows(t, index, padded) for t in (delta_lowrank, B, C))
+        low = delta_lowrank
+        if not rows_by_step:
+            # the per-token rows in route order once, not once per channel tile
+            low, B, C = (route_step_rows(t, index, padded) for t in (low, B, C))
         return load_backend('cpu').fwd_routes(x, index, low, delta_weight, A, B, C, D,
                                               delta_bias, bool(delta_softplus), bool(merge),
                                               True)
@@ -149,19 +175,20 @@ def selective_scan_routes(x: Tensor, index: Tensor, delta_lowrank: Tensor,
         index = index.long()
         return SelectiveScanRoutesFn.apply(x, index, delta_lowrank, delta_weight, A, B, C, D,
                                            delta_bias, bool(delta_softplus),
-                                           _has_padding(index, tokens), bool(merge))
+                                           _has_padding(index, tokens), bool(merge),
+                                           bool(rows_by_step))
     # (the fused paths above have checked the entries)
     if index.numel() and (int(index.min()) < -1 or int(index.max()) >= tokens):
         raise ValueError(f'selective_scan_routes: index entries must be in [-1, {tokens}) '
                          f'(T of x {_shape(x)}), got [{int(index.min())}, '
                          f'{int(index.max())}]')
     index = index.long()
-    valid = index >= 0
-    us = x[:, index.clamp(min=0)] * valid[None, :, :, None].to(x.dtype)  # (B, K, L, E)
+    us = route_tokens(x, index)  # (B, K, L, E)
+    if not rows_by_step:
+        delta_lowrank, B, C = (route_step_rows(t, index, True) for t in (delta_lowrank, B, C))
     ys = selective_scan_lowrank(
         us.permute(0, 1, 3, 2).reshape(batch, routes * channels, length),
-        route_step_rows(delta_lowrank, index, True), delta_weight, A,
-        route_step_rows(B, index, True), route_step_rows(C, index, True), D,
+        delta_lowrank, delta_weight, A, B, C, D,
         delta_bias=delta_bias, delta_softplus=delta_softplus, backend=backend)
     ys = ys.view(batch, routes, channels, length).permute(0, 1, 3, 2)  # (B, K, L, E)
     return merge_token_routes(ys, index, tokens) if merge else ys.contiguous()

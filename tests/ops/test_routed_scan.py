@@ -312,6 +312,68 @@ def test_rows_per_token_or_per_step(pattern, size):
         module.fwd_routes(*per_token, True, True, True)
 
 
+@pytest.mark.parametrize('merge', [True, False])
+@pytest.mark.parametrize('pattern,size', [('atrous', (5, 7)), ('multiscale_low', (6, 5)),
+                                          ('cross', (4, 5))])
+def test_rows_given_per_step(pattern, size, merge):
+    """rows_by_step=True: delta_lowrank / B / C are given per route step (B, K, S, L) and
+    used as given at every step, padding steps too (SS2D passes them so for 'atrous',
+    whose routes each read a quarter of the map). The training kernels (row gradients per
+    step), the float32 dispatch (inference and training) and the composite path agree;
+    rows that are per-token rows put in step order give the per-token call's output, and
+    their step gradients summed onto the tokens are its gradients."""
+    from mmssm.ops.kernels import route_step_rows
+    case = make_case(pattern, size, 20, 3, 2, 2, torch.float64)
+    index = case['index']
+    rows = ('delta_lowrank', 'B', 'C')
+    gen = torch.Generator().manual_seed(1)
+    steps = dict(case, **{k: 0.5 * torch.randn(*case[k].shape[:3], index.shape[1],
+                                                generator=gen, dtype=torch.float64)
+                          for k in rows})  # (non-zero at padding steps as well)
+
+    def fused(c):
+        return SelectiveScanRoutesFn.apply(*(c[k] for k in ARGS), True, True, merge, True)
+
+    expected, grads = _gradients(
+        lambda c: selective_scan_routes(**c, delta_softplus=True, merge=merge,
+                                        rows_by_step=True, backend='torch'), steps)
+    out, got = _gradients(fused, steps)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for name, grad in grads.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-10, atol=1e-10, msg=name)
+    steps32 = {k: (v.float() if v.is_floating_point() else v) for k, v in steps.items()}
+    with torch.no_grad():
+        inferred = selective_scan_routes(**steps32, delta_softplus=True, merge=merge,
+                                         rows_by_step=True)
+    torch.testing.assert_close(inferred.double(), expected, rtol=2e-5, atol=2e-5)
+    out32, got32 = _gradients(
+        lambda c: selective_scan_routes(**c, delta_softplus=True, merge=merge,
+                                        rows_by_step=True), steps32)
+    assert 'SelectiveScanRoutes' in type(out32.grad_fn).__name__
+    for name, grad in grads.items():
+        scale = grad.abs().max().item() + 1.0
+        torch.testing.assert_close(got32[name].double() / scale, grad / scale,
+                                   rtol=1e-4, atol=2e-5, msg=name)
+
+    per_token, token_grads = _gradients(
+        lambda c: selective_scan_routes(**c, delta_softplus=True, merge=merge,
+                                        backend='torch'), case)
+    gathered = dict(case, **{k: route_step_rows(case[k], index, True) for k in rows})
+    out, step_grads = _gradients(fused, gathered)
+    torch.testing.assert_close(out, per_token, rtol=1e-12, atol=1e-12)
+    for name in rows:
+        summed = torch.zeros_like(token_grads[name])
+        for k, route in enumerate(index):
+            valid = route >= 0
+            summed[:, k].index_add_(2, route[valid], step_grads[name][:, k][..., valid])
+        torch.testing.assert_close(summed, token_grads[name], rtol=1e-10, atol=1e-10,
+                                   msg=name)
+    if index.shape[1] != case['B'].shape[-1]:  # per-token rows where steps are expected
+        with pytest.raises(ValueError, match=r'B must be \(2, \d+, 3, %d\)' % index.shape[1]):
+            selective_scan_routes(**dict(steps, B=case['B']), delta_softplus=True,
+                                  rows_by_step=True)
+
+
 def test_backward_binding_checks_its_arguments():
     module = load_backend('cpu')
     case = make_case('cross', (7, 9), 40, 1, 3, 2)
@@ -332,6 +394,9 @@ def test_backward_binding_checks_its_arguments():
     bad[1] = torch.full((4, 63), 70)
     with pytest.raises(RuntimeError, match='route_index holds 70'):
         module.bwd_routes(*bad, out, states, True)
+    with pytest.raises(RuntimeError, match=r'per route step \(grads_by_step\) only for rows '
+                                           r'given per route step \(rows_by_step\)'):
+        module.bwd_routes(*args, out, states, True, False, True, True)
 
 
 @pytest.mark.parametrize('batch,channels', [(0, 16), (2, 0)])

@@ -953,8 +953,10 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
         for (int64_t i = 0; i < len; ++i) {
           const bool on = index[i] >= 0;
           s.u[i] = on ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes) : V{};
+          // (an unmerged padding step has an output too -- C h, which rows given per
+          // step make non-zero -- and so a gradient; a merged one is dropped)
           const int64_t at = p.route_merge ? index[i] : g * L + l0 + i;
-          s.dy[i] = on ? load_lane_row(dout + at * E + e0, lanes) : V{};
+          s.dy[i] = on || !p.route_merge ? load_lane_row(dout + at * E + e0, lanes) : V{};
         }
         route_rows(p, low, B, C, index, l0, len, rank, n, r.low, s.B, s.C);
         lowrank_delta(r.W, r.low, rank, len, s.delta);

@@ -1,6 +1,7 @@
 // CPU selective scan, the routed backward (scan.h: selective_scan_bwd_routes_cpu):
 // argument checks, the work items and the fixed-order reduction of their partials; the
 // kernel is bwd_routes_item in scan_cpu_kernels.h.
+#include <algorithm>
 #include <vector>
 
 #include "scan_cpu_common.h"
@@ -44,6 +45,18 @@ void reduce_routes(const SelectiveScanBwdParams& p, const RoutesBwdPartials& par
       }
       for (int64_t i = 0; i < L * R; ++i) suml[i] += srcl[i];
     }
+    if (p.route_grads_by_step) {  // every step's own rows, (batch, G, N or R, L)
+      for (int64_t st = 0; st < n; ++st) {
+        acc_t* outB = dB + (row * n + st) * L;
+        acc_t* outC = dC + (row * n + st) * L;
+        for (int64_t l = 0; l < L; ++l) {
+          outB[l] = sumB[l * n + st];
+          outC[l] = sumC[l * n + st];
+        }
+      }
+      std::copy(suml, suml + R * L, dlow + row * R * L);
+      return;
+    }
     for (int64_t st = 0; st < n; ++st) {
       acc_t* outB = dB + (row * n + st) * T;
       acc_t* outC = dC + (row * n + st) * T;
@@ -72,11 +85,13 @@ void selective_scan_bwd_routes_cpu(const SelectiveScanBwdParams& p) {
   const bool empty = p.batch * p.dim == 0 || p.seqlen == 0;  // (null data pointers)
   if (!p.route_index || !p.delta_lowrank || p.z || p.tokens < 0 ||
       (!empty && (!p.ddelta_lowrank || !p.ddelta_weight || !p.chunk_states)) ||
+      (p.route_grads_by_step && !p.route_rows_by_step) ||
       !(p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64)) {
     throw std::invalid_argument(
         "selective_scan_cpu routed backward: needs route_index, a low-rank delta, the "
         "routed forward's chunk_states, d delta_lowrank / d delta_weight outputs and "
-        "float32 / float64 inputs, and takes no z");
+        "float32 / float64 inputs, takes no z, and gives gradients per step only for rows "
+        "given per step");
   }
   const int64_t batch = p.batch, G = p.n_groups, n = p.dstate, L = p.seqlen;
   const int64_t R = p.delta_rank;
