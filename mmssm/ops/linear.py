@@ -6,13 +6,16 @@ Two implementations of this one function:
 
 * **composite** (any device and dtype, autograd, tracing, ONNX export): ``F.linear``,
   then the activation;
-* **fused** (CPU, float32, no autograd graph to build: inference): oneDNN's linear with
-  the activation as a post-op, ``torch.ops.mkldnn._linear_pointwise`` -- the kernel
-  ``torch.compile``'s CPU backend emits for this pattern. It writes the activation in the
-  same pass as the product (no second pass over a 4x-wide MLP hidden map) and, on the
-  AVX-512 EPYC CI machine, multiplies 5-15 % faster than ``F.linear``'s BLAS call at
-  the backbones' shapes (docs/benchmarks.md). Results equal the composite's up to
-  rounding (a different summation order).
+* **fused** (CPU, float32, no autograd graph to build: inference): on CPUs with AVX-512,
+  oneDNN's linear with the activation as a post-op, ``torch.ops.mkldnn._linear_pointwise``
+  -- the kernel ``torch.compile``'s CPU backend emits for this pattern. It writes the
+  activation in the same pass as the product (no second pass over a 4x-wide MLP hidden
+  map) and, on an AVX-512 EPYC VM, multiplies 5-15 % faster than ``F.linear``'s BLAS call
+  at the backbones' shapes. On CPUs without AVX-512 oneDNN is no faster than
+  ``F.linear`` and its GELU post-op is 10-40 % slower than ``F.linear`` followed by
+  torch's GELU (an AVX2 EPYC VM, docs/benchmarks.md), so there the fused path is
+  ``F.linear`` followed by the activation in place (no second buffer). Results equal
+  the composite's up to rounding (a different summation order).
 
 The fused path follows the selective-scan backend choice (``backend`` /
 :func:`~mmssm.ops.scan_backend` / ``MMSSM_SCAN_BACKEND``): ``'torch'`` keeps everything
@@ -29,20 +32,24 @@ from .selective_scan import fused_inference_applies
 
 Tensor = torch.Tensor
 
-# activation name -> (composite function, oneDNN post-op name, its algorithm argument)
+# activation name -> (composite function, oneDNN post-op name, its algorithm argument,
+# the in-place function)
 ACTIVATIONS = {
-    None: (None, 'none', ''),
-    'gelu': (F.gelu, 'gelu', 'none'),  # exact (erf) GELU, nn.GELU()'s default
-    'silu': (F.silu, 'swish', ''),
-    'relu': (F.relu, 'relu', ''),
+    None: (None, 'none', '', None),
+    # exact (erf) GELU, nn.GELU()'s default
+    'gelu': (F.gelu, 'gelu', 'none', torch.ops.aten.gelu_),
+    'silu': (F.silu, 'swish', '', functools.partial(F.silu, inplace=True)),
+    'relu': (F.relu, 'relu', '', torch.relu_),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _onednn_linear():
-    """``torch.ops.mkldnn._linear_pointwise`` where this torch build has it, else None
-    (looked up once)."""
-    if not torch.backends.mkldnn.is_available():
+    """``torch.ops.mkldnn._linear_pointwise`` where this torch build has it and torch
+    runs its AVX-512 kernels on this CPU (see the module docstring), else None (looked
+    up once)."""
+    if (not torch.backends.mkldnn.is_available()
+            or not torch.backends.cpu.get_cpu_capability().startswith('AVX512')):
         return None
     try:
         return torch.ops.mkldnn._linear_pointwise
@@ -76,11 +83,13 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if activation not in ACTIVATIONS:
         raise ValueError(f'linear: unknown activation {activation!r}; expected one of '
                          f'{tuple(ACTIVATIONS)}')
-    _, post_op, algorithm = ACTIVATIONS[activation]
+    _, post_op, algorithm, in_place = ACTIVATIONS[activation]
     if (x.dim() >= 2 and x.numel() > 0 and weight.dim() == 2
             and x.shape[-1] == weight.shape[1]
             and fused_inference_applies((x, weight, bias), backend, None)):
         fused = _onednn_linear()
         if fused is not None:
             return fused(x, weight, bias, post_op, [], algorithm)
+        out = F.linear(x, weight, bias)  # a fresh buffer: activated in place
+        return out if in_place is None else in_place(out)
     return activate(F.linear(x, weight, bias), activation)

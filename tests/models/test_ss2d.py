@@ -232,12 +232,58 @@ def test_linear2d_keeps_the_layout_and_equals_the_1x1_conv():
                           rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('pattern, gated', [('cross', False), ('bidirectional', True)])
+def test_linear2d_forward_parts_are_the_split_product():
+    """forward_parts computes the output's channel groups as separate products, each with
+    its activation: the split (activated) forward, each part laid out like the input
+    without gaps; sizes that do not add up are refused."""
+    from mmssm.models.layers.common import Linear2d
+    torch.manual_seed(0)
+    for bias in (True, False):
+        lin = Linear2d(6, 10, bias=bias).double()
+        x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            a, b = lin.forward_parts(inp, (4, 6), (None, 'silu'))
+            want_a, want_b = lin(inp).split((4, 6), dim=1)
+            torch.testing.assert_close(a, want_a, rtol=0, atol=1e-12)
+            torch.testing.assert_close(b, F.silu(want_b), rtol=0, atol=1e-12)
+            layout = (torch.channels_last if not inp.is_contiguous()
+                      else torch.contiguous_format)
+            assert a.is_contiguous(memory_format=layout)
+            assert b.is_contiguous(memory_format=layout)
+        with pytest.raises(ValueError, match='must sum to 10 output channels'):
+            lin.forward_parts(x, (4, 4))
+        with pytest.raises(ValueError, match='one activation each'):
+            lin.forward_parts(x, (4, 6), ('silu', ))
+
+
+def test_gated_ss2d_splits_a_plain_in_proj_only():
+    """A gated SS2D computes a plain Linear2d in_proj's x and z halves as two products
+    (forward_parts); an in_proj with a forward hook (or an overridden forward) is called
+    as the module it is, and the function is the same either way."""
+    torch.manual_seed(0)
+    module = randomise(SS2D(d_model=8, d_inner=12, d_state=2, dt_rank=2, scan='atrous',
+                            gated=True)).eval()
+    x = torch.randn(1, 8, 5, 6)
+    assert module._splits_in_proj()
+    calls = []
+    with torch.no_grad():
+        split = module(x)
+        handle = module.in_proj.register_forward_hook(lambda *a: calls.append(1))
+        assert not module._splits_in_proj()
+        hooked = module(x)
+        handle.remove()
+    assert calls == [1]
+    torch.testing.assert_close(split, hooked, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('pattern, gated', [('cross', False), ('bidirectional', True),
+                                            ('atrous', True)])
 def test_ss2d_routed_kernel_equals_the_gathered_path(pattern, gated, monkeypatch):
-    """CPU float32 inference and training scan a whole-map pattern with the routed kernels
+    """CPU float32 inference and training scan the pattern with the routed kernels
     (SelectiveScanRoutes.scan_map; in training the routed forward / backward pair): they
-    compute what gather -> scan_routes -> merge does, gradients included. A module whose
-    merge is overridden keeps the three steps."""
+    compute what gather -> scan_routes -> merge does, gradients included ('atrous' on a
+    9 x 11 map: padding steps, x_proj applied per route step). A module whose merge is
+    overridden keeps the three steps."""
     from mmssm.ops.kernels import backend_available
     if not backend_available('cpu'):
         pytest.skip('mmssm._C is not built')
@@ -337,6 +383,25 @@ def test_linear_runs_onednn_where_it_applies(monkeypatch):
         assert seen == []
     else:
         assert seen == ['gelu']
+
+
+def test_linear_without_onednn_activates_its_fresh_output_in_place(monkeypatch):
+    """Where oneDNN's linear is not used (no AVX-512, or no oneDNN), inference runs
+    F.linear and applies the activation to that fresh output in place: the same function,
+    the input and the weights untouched."""
+    import mmssm.ops.linear as linear_op
+    monkeypatch.setattr(linear_op, '_onednn_linear', lambda: None)
+    torch.manual_seed(0)
+    x, w, b = torch.randn(4, 6), torch.randn(5, 6), torch.randn(5)
+    kept = [t.clone() for t in (x, w, b)]
+    for act in (None, 'gelu', 'silu', 'relu'):
+        want = F.linear(x, w, b)
+        want = want if act is None else getattr(F, act)(want)
+        with torch.no_grad():
+            got = linear_op.linear(x, w, b, act)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for before, after in zip(kept, (x, w, b)):
+        assert torch.equal(before, after)
 
 
 def test_updates_in_place_only_where_no_graph_or_trace_records_it():

@@ -1,5 +1,5 @@
 """Small building blocks shared by several backbone families."""
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -98,14 +98,40 @@ class Linear2d(Linear):
     :class:`LayerNorm2d` returns) is multiplied as the (B, H, W, C) matrix it is stored
     as (:class:`Linear`), a contiguous one goes through a 1x1 convolution.
     ``forward(x, activation=None)`` applies an activation of
-    :func:`mmssm.ops.linear.linear` after the product (fused into it where that is).
+    :func:`mmssm.ops.linear.linear` after the product (fused into it where that is);
+    :meth:`forward_parts` computes the output's channel groups as separate products.
     """
 
     def forward(self, x: Tensor, activation: Optional[str] = None) -> Tensor:
+        return self._product(x, self.weight, self.bias, activation)
+
+    def forward_parts(self, x: Tensor, sizes: Sequence[int],
+                      activations: Optional[Sequence[Optional[str]]] = None
+                      ) -> Tuple[Tensor, ...]:
+        """``forward(x).split(sizes, dim=1)``, part i activated by ``activations[i]``, as
+        one product per part (rows of the weight): each part comes out with the input's
+        layout and no gaps (the parts of one product are strided views, which a later
+        elementwise op reads slowly), and its activation fuses into its product."""
+        activations = (None, ) * len(sizes) if activations is None else tuple(activations)
+        if sum(sizes) != self.out_features or len(activations) != len(sizes):
+            raise ValueError(f'{type(self).__name__}.forward_parts: sizes {tuple(sizes)} must '
+                             f'sum to {self.out_features} output channels, one activation '
+                             f'each, got {activations}')
+        parts, start = [], 0
+        for size, activation in zip(sizes, activations):
+            rows = slice(start, start + size)
+            bias = None if self.bias is None else self.bias[rows]
+            parts.append(self._product(x, self.weight[rows], bias, activation))
+            start += size
+        return tuple(parts)
+
+    @staticmethod
+    def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                 activation: Optional[str]) -> Tensor:
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
                 memory_format=torch.channels_last):
-            return super().forward(x.permute(0, 2, 3, 1), activation).permute(0, 3, 1, 2)
-        out = F.conv2d(x, self.weight[:, :, None, None], self.bias)
+            return linear(x.permute(0, 2, 3, 1), weight, bias, activation).permute(0, 3, 1, 2)
+        out = F.conv2d(x, weight[:, :, None, None], bias)
         return activate(out, activation)
 
 

@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops import selective_scan_lowrank
-from mmssm.ops.routed_scan import routed_training_applies, selective_scan_routes
+from mmssm.ops.routed_scan import (route_tokens, routed_training_applies,
+                                   selective_scan_routes)
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.ops.selective_scan import fused_inference_applies
 from .common import LayerNorm2d, Linear2d, updates_in_place
@@ -193,7 +194,10 @@ class SelectiveScanRoutes(nn.Module):
         slots ``first_route .. first_route + K - 1`` and merge their outputs back:
         ``merge(scan_routes(gather(x)))``
         (:func:`~mmssm.ops.routed_scan.selective_scan_routes`), with ``x_proj`` applied
-        to the map's tokens once per route instead of to the gathered copies.
+        to the map's tokens once per route instead of to the gathered copies -- or, for
+        routes shorter than the map (each reads part of it, e.g. 'atrous'), to each
+        route's own steps (one gather of the tokens they read, not K projections of
+        every token).
 
         Args:
             x: (B, E, H, W) map, any strides (channels-last needs no copy).
@@ -213,17 +217,24 @@ class SelectiveScanRoutes(nn.Module):
         sl = slice(first_route, first_route + routes)
         rows = slice(first_route * channels, (first_route + routes) * channels)
         tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        # (K (R + 2N), E) @ (B, E, T): every route's projection of every token, in
-        # token order -- what the routed kernel reads at each step's token.
-        proj = torch.matmul(self.x_proj_weight[sl].reshape(-1, channels),
-                            tokens.transpose(1, 2))
+        weight = self.x_proj_weight[sl]
+        by_step = index.shape[1] < height * width
+        if by_step:
+            # (K, R + 2N, E) @ (B, K, E, L): each route's projection of its own steps
+            # (the tokens it reads, zero at padding steps), in step order.
+            steps = route_tokens(tokens, index)
+            proj = torch.matmul(weight, steps.transpose(2, 3))
+        else:
+            # (K (R + 2N), E) @ (B, E, T): every route's projection of every token, in
+            # token order -- what the routed kernel reads at each step's token.
+            proj = torch.matmul(weight.reshape(-1, channels), tokens.transpose(1, 2))
         dt, b_proj, c_proj = torch.split(proj.view(batch, routes, rank + 2 * n, -1),
                                          [rank, n, n], dim=2)
         y = selective_scan_routes(
             tokens, index, dt, self.dt_projs_weight[sl].reshape(routes * channels, rank),
             -torch.exp(self.A_logs[rows].float()), b_proj, c_proj, self.Ds[rows].float(),
             delta_bias=self.dt_projs_bias[sl].reshape(-1).float(), delta_softplus=True,
-            merge=merge)
+            merge=merge, rows_by_step=by_step)
         if not merge:
             return y
         return y.view(batch, height, width, channels).permute(0, 3, 1, 2)
@@ -290,6 +301,14 @@ class SS2D(SelectiveScanRoutes):
         return ('merge_routes' not in self.__dict__
                 and type(self).merge_routes is SS2D.merge_routes)
 
+    def _splits_in_proj(self) -> bool:
+        """``in_proj`` is a plain :class:`Linear2d` (its forward not overridden, no hooks
+        on it), so its x and z halves can be computed as two products
+        (:meth:`Linear2d.forward_parts`) instead of one call."""
+        proj = self.in_proj
+        return (isinstance(proj, Linear2d) and type(proj).forward is Linear2d.forward
+                and not proj._forward_hooks and not proj._forward_pre_hooks)
+
     def merge_routes(self, ys: Tensor, index: Tensor, size) -> Tensor:
         """Route outputs (B, K, E, L') -> (B, E, *size): the adjoint of the gather
         (:func:`~mmssm.ops.scan_patterns.merge_routes` of the pattern, whose map is
@@ -301,15 +320,19 @@ class SS2D(SelectiveScanRoutes):
         if x.dim() != 4 or x.shape[1] != self.d_model:
             raise ValueError(f'SS2D expects (B, {self.d_model}, H, W), got {tuple(x.shape)}')
         height, width = x.shape[2:]
-        x = self.in_proj(x)
-        if self.gated:
-            x, z = x.chunk(2, dim=1)
+        gate = None
+        if self.gated and self._splits_in_proj():
+            # x and the gate silu(z) as two products (contiguous, SiLU fused)
+            x, gate = self.in_proj.forward_parts(x, (self.d_inner, ) * 2, (None, 'silu'))
+        elif self.gated:
+            x, z = self.in_proj(x).chunk(2, dim=1)
+        else:
+            x = self.in_proj(x)
         # inference overwrites the fresh intermediate maps in place (updates_in_place)
         inplace = updates_in_place(x, self)
         x = F.silu(self.conv2d(x), inplace=inplace)
         index = self.pattern.index(height, width, x.device)
-        if (self.pattern.is_permutation and self._merges_by_pattern()
-                and self.routed_kernel_applies(x)):
+        if self._merges_by_pattern() and self.routed_kernel_applies(x):
             y = self.scan_map(x, index)  # gather + scan + merge in one kernel
         else:
             ys = self.scan_routes(gather_routes(x, self.pattern))
@@ -317,5 +340,6 @@ class SS2D(SelectiveScanRoutes):
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
             # (z may be a view of the input where ``projection`` builds an identity)
-            y = y.mul_(F.silu(z)) if inplace else y * F.silu(z)
+            gate = F.silu(z) if gate is None else gate
+            y = y.mul_(gate) if inplace else y * gate
         return self.dropout(self.out_proj(y))
