@@ -12,7 +12,7 @@ Two implementations of this one function:
   activation in the same pass as the product (no second pass over a 4x-wide MLP hidden
   map) and, on an AVX-512 EPYC VM, multiplies 5-15 % faster than ``F.linear``'s BLAS call
   at the backbones' shapes. On CPUs without AVX-512 oneDNN is no faster than
-  ``F.linear`` and its GELU post-op is 10-40 % slower than ``F.linear`` followed by
+  ``F.linear`` and its GELU post-op is 5-45 % slower than ``F.linear`` followed by
   torch's GELU (an AVX2 EPYC VM, docs/benchmarks.md), so there the fused path is
   ``F.linear`` followed by the activation in place (no second buffer). Results equal
   the composite's up to rounding (a different summation order).
