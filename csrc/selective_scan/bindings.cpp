@@ -409,7 +409,8 @@ std::vector<Tensor> bwd_routes(const Tensor& x, const Tensor& route_index,
   const Tensor dout_c = dout.contiguous(), states = chunk_states.contiguous();
   auto opts = c.u.options();
   Tensor dx = at::zeros({c.batch, r.tokens, r.channels}, opts);
-  const int64_t per = grads_by_step ? c.seqlen : r.tokens;  // rows' gradients per token
+  // the rows' gradients per route step (grads_by_step) or per token
+  const int64_t per = grads_by_step ? c.seqlen : r.tokens;
   Tensor dlow = at::zeros({c.batch, c.groups, r.weight.size(1), per}, opts);
   Tensor dweight = at::zeros({c.dim, r.weight.size(1)}, opts);
   Tensor dA = at::zeros({c.dim, c.dstate}, opts);

@@ -88,8 +88,8 @@ def route_tokens(x: Tensor, index: Tensor) -> Tensor:
     if not _has_padding(index, x.shape[1]):  # (checked once per cached index map)
         return x.index_select(1, index.reshape(-1)).view(shape)
     steps = x.index_select(1, index.clamp(min=0).reshape(-1)).view(shape)
-    valid = (index >= 0)[None, :, :, None].to(x.dtype)
-    return steps.mul_(valid) if not steps.requires_grad else steps * valid
+    # (in place on index_select's fresh output, whose backward does not read it)
+    return steps.mul_((index >= 0)[None, :, :, None].to(x.dtype))
 
 
 def merge_token_routes(ys: Tensor, index: Tensor, tokens: int) -> Tensor:
