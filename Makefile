@@ -10,6 +10,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # extra pytest arguments, e.g. make test PYTEST_ARGS='-k stack -x'
 PYTEST_ARGS ?=
+# pytest-xdist workers of make test / test-fast: the cores, at most 4 (each worker is a
+# process with its own torch, about 1-2 GB at its peak); TEST_WORKERS=0 runs in-process.
+# --dist loadscope keeps a module's tests (and its module-scoped fixtures) on one worker.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 export PYTHON
 export MMSSM_VENV := $(VENV)
@@ -20,6 +25,7 @@ export MMSSM_VENV := $(VENV)
 
 help:
 	@echo "make test       set up .venv (pinned torch/mmengine/mmcv/mmdet/mmseg/mmpretrain) and run pytest"
+	@echo "                (TEST_WORKERS processes side by side, default: the cores, at most 4)"
 	@echo "make test-fast  same, skipping tests marked slow"
 	@echo "make demo       set up .venv and run tools/demo.py"
 	@echo "make env        set up .venv only"
@@ -34,10 +40,10 @@ env:
 	@tools/setup_env.sh
 
 test: env
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: env
-	$(PY) -m pytest tests -m 'not slow' $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m 'not slow' $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 demo: env
 	$(PY) tools/demo.py

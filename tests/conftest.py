@@ -3,8 +3,8 @@
 * Determinism: every test starts from the same RNG state (torch, numpy, random), so a test
   gives the same numbers alone, in any order, or in the full run.
 * Threads: a fixed, modest torch thread count (``MMSSM_TEST_THREADS``, default
-  ``min(cpu_count, 8)``) -- timings stay comparable and oversubscription is avoided on big
-  machines.
+  ``min(cpu_count, 8)`` divided among the pytest-xdist workers that ``make test`` runs
+  side by side) -- timings stay comparable and oversubscription is avoided.
 * Isolation: mmengine's default scope (a process-wide setting that ``init_default_scope``,
   e.g. in ``mmssm.apis.analysis.build_task_model``, leaves behind) is restored after every
   test, so a test building an mmseg model cannot make a later one resolve unscoped names
@@ -34,12 +34,20 @@ def _seed_everything(seed: int = SEED) -> None:
     torch.manual_seed(seed)
 
 
+def default_test_threads() -> int:
+    """The torch threads of one test process: the machine's cores (at most 8) shared
+    by the pytest-xdist workers running side by side (``PYTEST_XDIST_WORKER_COUNT``),
+    so that two workers on two cores do not each spin two threads."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))
+    return max(min(os.cpu_count() or 1, 8) // max(workers, 1), 1)
+
+
 def pytest_configure(config):
     declared = {line.split(':')[0].split('(')[0].strip() for line in config.getini('markers')}
     for name, text in _MARKERS.items():
         if name not in declared:
             config.addinivalue_line('markers', f'{name}: {text}')
-    threads = int(os.environ.get('MMSSM_TEST_THREADS', min(os.cpu_count() or 1, 8)))
+    threads = int(os.environ.get('MMSSM_TEST_THREADS', default_test_threads()))
     torch.set_num_threads(max(threads, 1))
     _seed_everything()
 
