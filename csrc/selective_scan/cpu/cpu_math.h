@@ -40,6 +40,32 @@ struct bf16_bits {
   uint16_t x;
 };
 
+// ---- clamps -----------------------------------------------------------------------------
+//
+// min(hi, x) and max(lo, x) lane by lane, nan kept (x itself is returned where it is nan).
+// With AVX2 one vminps / vmaxps each (which return their second operand when either is
+// nan); elsewhere a compare and a select, which GCC does not fold into min / max because
+// of that nan rule. The same values either way.
+MMSSM_INLINE VFloat clamp_above(VFloat x, float hi) {
+#if MMSSM_CPU_ISA_LEVEL >= 4
+  return bitcast<VFloat>(_mm512_min_ps(_mm512_set1_ps(hi), bitcast<__m512>(x)));
+#elif MMSSM_CPU_ISA_LEVEL >= 3
+  return bitcast<VFloat>(_mm256_min_ps(_mm256_set1_ps(hi), bitcast<__m256>(x)));
+#else
+  return hi < x ? splat(hi) : x;  // (written so that nan stays nan)
+#endif
+}
+
+MMSSM_INLINE VFloat clamp_below(VFloat x, float lo) {
+#if MMSSM_CPU_ISA_LEVEL >= 4
+  return bitcast<VFloat>(_mm512_max_ps(_mm512_set1_ps(lo), bitcast<__m512>(x)));
+#elif MMSSM_CPU_ISA_LEVEL >= 3
+  return bitcast<VFloat>(_mm256_max_ps(_mm256_set1_ps(lo), bitcast<__m256>(x)));
+#else
+  return x < lo ? splat(lo) : x;
+#endif
+}
+
 // ---- exp ------------------------------------------------------------------------------
 //
 // exp(x) = 2^k exp(r), k = round(x / ln2), r = x - k ln2 in [-ln2/2, ln2/2] (Cody-Waite:
@@ -57,8 +83,7 @@ MMSSM_INLINE VFloat exp_generic(VFloat x) {
   const float kLn2Hi = 0.693145751953125f;
   const float kLn2Lo = 1.428606765330187045e-06f;
   const float kRound = 12582912.0f;  // 1.5 * 2^23
-  x = kHi < x ? splat(kHi) : x;      // (written so that nan stays nan)
-  x = x < kLo ? splat(kLo) : x;
+  x = clamp_below(clamp_above(x, kHi), kLo);
   const VFloat shifted = x * kLog2e + kRound;
   const VFloat k = shifted - kRound;
   const VFloat r = (x - k * kLn2Hi) - k * kLn2Lo;
@@ -82,8 +107,7 @@ MMSSM_INLINE VFloat exp_generic(VFloat x) {
 // there, overflow saturates near FLT_MAX, nan propagates.
 MMSSM_INLINE VFloat exp2_generic(VFloat t) {
   const float kRound = 12582912.0f;  // 1.5 * 2^23
-  t = 127.99f < t ? splat(127.99f) : t;
-  t = t < -125.0f ? splat(-125.0f) : t;
+  t = clamp_below(clamp_above(t, 127.99f), -125.0f);
   const VFloat shifted = t + kRound;
   const VFloat f = t - (shifted - kRound);
   // 2 * 2^f on |f| <= 1/2: 2 (1 + f q(f)), q of degree 5; max relative error 1.6e-8,

@@ -37,7 +37,7 @@
 #define MMSSM_CPU_ISA_NS isa_generic
 #define MMSSM_CPU_ISA_LEVEL 0
 #endif
-#if MMSSM_CPU_ISA_LEVEL >= 4
+#if MMSSM_CPU_ISA_LEVEL >= 3
 #include <immintrin.h>
 #endif
 
