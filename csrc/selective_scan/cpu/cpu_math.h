@@ -228,12 +228,28 @@ struct CpuMath {
   MMSSM_INLINE static V expm1_nonpos(V x) {
     return MMSSM_CPU_ISA_NS::expm1_nonpos(x);
   }
+  // |x| and max(x, 0) of float vectors in one instruction each (clearing the sign bit;
+  // vmaxps with 0 as its second operand, which it returns for nan, as the select does);
+  // the values are the select's except abs(-0) = +0, which nothing here tells apart.
   template <typename V>
   MMSSM_INLINE static V abs(V x) {
-    return x < 0 ? -x : x;
+    if constexpr (std::is_same<V, VFloat>::value) {
+      return bitcast<VFloat>(bitcast<VUint>(x) & 0x7fffffffu);
+    } else {
+      return x < 0 ? -x : x;
+    }
   }
   template <typename V>
   MMSSM_INLINE static V relu(V x) {
+#if MMSSM_CPU_ISA_LEVEL >= 4
+    if constexpr (std::is_same<V, VFloat>::value) {
+      return bitcast<VFloat>(_mm512_max_ps(bitcast<__m512>(x), _mm512_setzero_ps()));
+    }
+#elif MMSSM_CPU_ISA_LEVEL >= 3
+    if constexpr (std::is_same<V, VFloat>::value) {
+      return bitcast<VFloat>(_mm256_max_ps(bitcast<__m256>(x), _mm256_setzero_ps()));
+    }
+#endif
     return x > 0 ? x : V{};
   }
   template <typename V>
