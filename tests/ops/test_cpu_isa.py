@@ -10,7 +10,7 @@ import pytest
 import torch
 from cpu_runs import run_with_cpu_isa
 
-from mmssm.ops import selective_scan_reference
+from mmssm.ops import selective_scan, selective_scan_reference
 from mmssm.ops.kernels import backend_available
 
 # (L, N, G, dtype, gate): partial blocks and tiles, N = 1 / 16 / other, every dtype.
@@ -84,3 +84,58 @@ def test_instruction_set_matches_reference(isa, tmp_path):
                 r, a = (max(rtol, 1e-3), max(atol, 1e-3)) if w else (rtol, atol)
                 scale = 10 if name in ('delta', 'A') else 2
                 close(f'{label} d{name}', grads[name], ref[name].grad, scale * r, scale * a)
+
+
+# Edge values through every instruction set's polynomial exp / exp2 / softplus and their
+# clamps (cpu_math.h): a nan time step, time steps far below / above softplus'
+# threshold, a decay that underflows. Float32, N = 1 and 16, softplus on.
+EDGE_CHILD = r'''
+import sys, torch
+from mmssm.ops import selective_scan
+results = []
+for inputs in torch.load(sys.argv[1]):
+    results.append(selective_scan(**inputs, delta_softplus=True, backend='cpu'))
+torch.save(results, sys.argv[2])
+'''
+
+
+def edge_cases():
+    cases = []
+    for dstate in (1, 16):
+        gen = torch.Generator().manual_seed(dstate)
+        dim, seqlen = 20, 70
+        delta = 0.5 * torch.rand(1, dim, seqlen, generator=gen)
+        A = -0.5 * torch.rand(dim, dstate, generator=gen)
+        delta[0, 0, 5] = float('nan')  # channel 0: nan from step 5 on
+        delta[0, 1] = -100.0           # softplus(-100) = 3.7e-44 (kept at ~2.4e-38)
+        delta[0, 2] = 1e4              # above the threshold: dt = delta
+        A[3] = -1e4                    # dt A ~ -1e3: the decay underflows (2^-125)
+        cases.append(dict(u=torch.randn(1, dim, seqlen, generator=gen), delta=delta, A=A,
+                          B=torch.randn(1, 1, dstate, seqlen, generator=gen),
+                          C=torch.randn(1, 1, dstate, seqlen, generator=gen),
+                          D=torch.randn(dim, generator=gen)))
+    return cases
+
+
+def check_edges(label, inputs, out):
+    ref = selective_scan_reference(**{k: v.double() for k, v in inputs.items()},
+                                   delta_softplus=True)
+    assert not out[0, 0, :5].isnan().any() and out[0, 0, 5:].isnan().all(), \
+        f'{label}: a nan time step must make that channel nan from its step on, only'
+    rest = out[:, 1:]
+    assert torch.isfinite(rest).all(), f'{label}: non-finite output without a nan input'
+    # dt = 1e4 with |A| <= 0.5: every decay is 0 (1e-38 at most) and dt B u is ~1e4
+    close(f'{label} edge values', rest, ref[:, 1:], 1e-4, 1e-3)
+
+
+@pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
+@pytest.mark.parametrize('isa', ['generic', 'avx2', 'native'])
+def test_instruction_set_edge_values(isa, tmp_path):
+    cases = edge_cases()
+    if isa == 'native':
+        results = [selective_scan(**inputs, delta_softplus=True, backend='cpu')
+                   for inputs in cases]
+    else:
+        results = run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
+    for inputs, out in zip(cases, results):
+        check_edges(f'{isa} N={inputs["A"].shape[1]}', inputs, out)
