@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from mmssm import families
+from mmssm.ops.kernels import backend_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -259,6 +260,42 @@ def test_benchmark_scan_writes_json_and_markdown(tmp_path, capsys):
     md = out_md.read_text()
     assert md.startswith('#### selective scan, float32') and '| vmamba_t_s4 | 1 |' in md
     assert 'vmamba_t_s4' in capsys.readouterr().out
+
+
+def test_interleaved_ratios_alternate_the_order():
+    scan = load_tool('tools/analysis_tools/benchmark_scan.py')
+    clock, order = [0.0], []
+
+    def fake(name, cost):
+        def fn():
+            order.append(name)
+            clock[0] += cost
+        return fn
+
+    ratios = scan.interleaved_ratios(fake('new', 1.0), fake('base', 3.0), rounds=3, calls=2,
+                                     clock=lambda: clock[0])
+    assert ratios == [3.0, 3.0, 3.0]
+    assert order == ['new'] * 2 + ['base'] * 2 + ['base'] * 2 + ['new'] * 2 + \
+        ['new'] * 2 + ['base'] * 2
+
+
+@pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
+def test_benchmark_scan_compares_builds_interleaved(capsys):
+    """--cpu-baseline given this checkout's own extension: the same kernels, so the
+    outputs are bit-identical (what the line reports); --rounds without a baseline is
+    refused."""
+    scan = load_tool('tools/analysis_tools/benchmark_scan.py')
+    from mmssm.ops.kernels import load_backend
+    own = load_backend('cpu').__file__
+    scan.main(['--device', 'cpu', '--shapes', 'vmamba_t_s4', '--backends', 'cpu',
+               '--budget', '0', '--min-reps', '1', '--max-reps', '1', '--warmup', '0',
+               '--cpu-baseline', own, '--rounds', '2', '--round-calls', '1'])
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if 'interleaved' in x]
+    assert 'vmamba_t_s4' in line and '2 rounds of 1 calls' in line
+    assert 'fwd ' in line and 'fwd+bwd ' in line and 'outputs bit-identical' in line
+    with pytest.raises(SystemExit, match='--rounds alternates'):
+        scan.main(['--device', 'cpu', '--backends', 'cpu', '--rounds', '2'])
 
 
 def test_benchmarks_refuse_cuda_without_a_gpu():

@@ -20,9 +20,11 @@ Examples::
     python tools/analysis_tools/benchmark_scan.py --shapes vim_ti vmamba_t_s1 --batch 4
     python tools/analysis_tools/benchmark_scan.py --device cuda --dtype bfloat16 \
         --measure-bandwidth --json scan_bf16.json --markdown report.md
-    # this checkout's CPU kernels against another build, in the same process
+    # this checkout's CPU kernels against another build, in the same process (--rounds:
+    # also alternated, 15 rounds, the median ratio: for a shared or noisy machine)
     python tools/analysis_tools/benchmark_scan.py --threads 1 --timer process \
-        --backends cpu --cpu-baseline /path/to/old/mmssm/_C.cpython-311-x86_64-linux-gnu.so
+        --backends cpu --cpu-baseline /path/to/old/mmssm/_C.cpython-311-x86_64-linux-gnu.so \
+        --rounds 15
 """
 import argparse
 import json
@@ -175,13 +177,10 @@ def measure_copy_bandwidth(device, nbytes: int = 2 << 30, reps: int = 10) -> flo
     return 2 * nbytes / t
 
 
-def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
-    is_torch = backend == 'torch'
-    warmup = 0 if is_torch else args.warmup
-    min_reps = 1 if is_torch else args.min_reps
-    max_reps = args.torch_reps if is_torch else args.max_reps
+def make_calls(shape: Shape, batch: int, dtype, device, backend: str, args):
+    """The two timed calls of a backend on a shape: (forward, forward + backward), each
+    returning the forward's output."""
     softplus = True
-
     fwd_in = make_inputs(shape, batch, dtype, device, requires_grad=False)
 
     def scan(x):
@@ -194,16 +193,7 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
 
     def forward():
         with torch.no_grad():
-            scan(fwd_in)
-
-    clock = time.process_time if args.timer == 'process' else time.perf_counter
-
-    def timed(fn):
-        if device.type == 'cuda':
-            return time_call_cuda(fn, device, warmup, min_reps, max_reps, args.budget)
-        return time_call(fn, device, warmup, min_reps, max_reps, args.budget, clock)
-
-    t_fwd = timed(forward)
+            return scan(fwd_in)
 
     train_in = make_inputs(shape, batch, dtype, device, requires_grad=True)
     grad = torch.randn(batch, shape.dim, shape.seqlen,
@@ -215,9 +205,70 @@ def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
         for t in train_in.values():
             if t is not None:
                 t.grad = None
+        return out
 
-    t_fb = timed(forward_backward)
-    return t_fwd, t_fb
+    return forward, forward_backward
+
+
+def bench_backend(shape: Shape, batch: int, dtype, device, backend: str, args):
+    is_torch = backend == 'torch'
+    warmup = 0 if is_torch else args.warmup
+    min_reps = 1 if is_torch else args.min_reps
+    max_reps = args.torch_reps if is_torch else args.max_reps
+    forward, forward_backward = make_calls(shape, batch, dtype, device, backend, args)
+    clock = time.process_time if args.timer == 'process' else time.perf_counter
+
+    def timed(fn):
+        if device.type == 'cuda':
+            return time_call_cuda(fn, device, warmup, min_reps, max_reps, args.budget)
+        return time_call(fn, device, warmup, min_reps, max_reps, args.budget, clock)
+
+    return timed(forward), timed(forward_backward)
+
+
+def interleaved_ratios(new: Callable[[], object], base: Callable[[], object], rounds: int,
+                       calls: int, clock: Callable[[], float] = time.perf_counter
+                       ) -> List[float]:
+    """base's time / new's time per round: each round times ``calls`` calls of each,
+    the order alternating from round to round (new first in even rounds), so that a
+    machine whose speed drifts slows both alike. The median of these is robust where
+    two means measured one after the other are not (a shared or throttled CPU)."""
+    ratios = []
+    for r in range(rounds):
+        took = {}
+        for name in (('new', 'base') if r % 2 == 0 else ('base', 'new')):
+            fn = new if name == 'new' else base
+            start = clock()
+            for _ in range(calls):
+                fn()
+            took[name] = clock() - start
+        ratios.append(took['base'] / max(took['new'], 1e-12))
+    return ratios
+
+
+def compare_builds(shape: Shape, batch: int, dtype, device, args) -> str:
+    """--rounds: this checkout's cpu kernels and --cpu-baseline's alternated (forward, then
+    forward + backward), as one line: the median ratio and its range, and whether the two
+    builds' forward outputs are bit-identical."""
+    clock = time.process_time if args.timer == 'process' else time.perf_counter
+    new = make_calls(shape, batch, dtype, device, 'cpu', args)
+    base = make_calls(shape, batch, dtype, device, BASELINE, args)
+    out_new, out_base = new[0](), base[0]()
+    if torch.equal(out_new, out_base):
+        same = 'outputs bit-identical'
+    else:
+        diff = (out_new.double() - out_base.double()).abs().max().item()
+        same = f'outputs differ by up to {diff:.3g}'
+    parts = []
+    for label, i in (('fwd', 0), ('fwd+bwd', 1)):
+        for _ in range(args.warmup):
+            new[i](), base[i]()
+        ratios = interleaved_ratios(new[i], base[i], args.rounds, args.round_calls, clock)
+        parts.append(f'{label} {statistics.median(ratios):.2f}x '
+                     f'({min(ratios):.2f}-{max(ratios):.2f})')
+    return (f'#   {shape.name}: cpu vs {BASELINE} interleaved, {args.rounds} rounds of '
+            f'{args.round_calls} calls, median (range) of {BASELINE} time / cpu time: '
+            + ', '.join(parts) + f'; {same}')
 
 
 def format_row(cols: List[str], widths: List[int]) -> str:
@@ -264,6 +315,13 @@ def parse_args(argv: Optional[List[str]] = None):
                         help="another build of the CPU extension (a mmssm/_C*.so, e.g. of "
                              "an earlier commit) timed as backend 'cpu-baseline' in the same "
                              "run; prints the speed-up of this checkout's kernels over it")
+    parser.add_argument('--rounds', type=int, default=0,
+                        help='with --cpu-baseline: also alternate the two builds for this '
+                             'many rounds per shape and print the median of the per-round '
+                             'ratios (robust on a shared machine, where the two means of '
+                             'the table, measured one after the other, are not)')
+    parser.add_argument('--round-calls', type=int, default=10,
+                        help='calls of each build per round of --rounds (default 10)')
     parser.add_argument('--timer', choices=['wall', 'process'], default='wall',
                         help="'process': CPU time of this process instead of wall time; "
                              'with --threads 1 it measures the work alone on a shared, '
@@ -293,6 +351,10 @@ def main(argv: Optional[List[str]] = None):
             print(f'# skipping backend {backend!r}: not built / not available')
         else:
             backends.append(backend)
+    if args.rounds and not args.cpu_baseline:
+        raise SystemExit('--rounds alternates this checkout and --cpu-baseline: give both')
+    if args.rounds < 0 or args.round_calls < 1:
+        raise SystemExit('--rounds must be >= 0 and --round-calls >= 1')
     if args.cpu_baseline:
         if 'cpu' not in backends:
             raise SystemExit('--cpu-baseline compares against the cpu backend, which is '
@@ -379,6 +441,8 @@ def main(argv: Optional[List[str]] = None):
             (nf, nb), (bf, bb) = results['cpu'], results[BASELINE]
             print(f'#   {shape.name}: cpu vs {BASELINE}: fwd {bf / nf:.2f}x, '
                   f'fwd+bwd {bb / nb:.2f}x faster', flush=True)
+            if args.rounds:
+                print(compare_builds(shape, batch, dtype, device, args), flush=True)
     notes = ['ns/upd: time per state update (one step of one channel\'s recurrence for one '
              'of its N states; for N = 1 it includes the per-position softplus / exp / '
              'output work)','fwd x / f+b x: speed-up over the torch backend in this run (n/a: torch '
