@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from mmssm import families
-from mmssm.ops.kernels import backend_available
+from mmssm.ops.kernels import backend_available, load_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,7 +285,6 @@ def test_benchmark_scan_compares_builds_interleaved(capsys):
     outputs are bit-identical (what the line reports); --rounds without a baseline is
     refused."""
     scan = load_tool('tools/analysis_tools/benchmark_scan.py')
-    from mmssm.ops.kernels import load_backend
     own = load_backend('cpu').__file__
     scan.main(['--device', 'cpu', '--shapes', 'vmamba_t_s4', '--backends', 'cpu',
                '--budget', '0', '--min-reps', '1', '--max-reps', '1', '--warmup', '0',

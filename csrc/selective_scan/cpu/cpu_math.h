@@ -40,31 +40,28 @@ struct bf16_bits {
   uint16_t x;
 };
 
-// ---- clamps -----------------------------------------------------------------------------
+// ---- min / max -------------------------------------------------------------------------
 //
-// min(hi, x) and max(lo, x) lane by lane, nan kept (x itself is returned where it is nan).
-// With AVX2 one vminps / vmaxps each (which return their second operand when either is
-// nan); elsewhere a compare and a select, which GCC does not fold into min / max because
-// of that nan rule. The same values either way.
-MMSSM_INLINE VFloat clamp_above(VFloat x, float hi) {
+// Lane by lane a < b ? a : b (kMax false) or a > b ? a : b (kMax true): b wherever either
+// is nan -- the rule of vminps / vmaxps, which are what this is on AVX2 / AVX-512 (one
+// instruction; GCC does not fold the select into them because of that nan rule, and
+// leaves a compare and a blend). With a constant as a, x as b: a clamp that keeps nan.
+template <bool kMax>
+MMSSM_INLINE VFloat lane_pick(VFloat a, VFloat b) {
 #if MMSSM_CPU_ISA_LEVEL >= 4
-  return bitcast<VFloat>(_mm512_min_ps(_mm512_set1_ps(hi), bitcast<__m512>(x)));
+  const __m512 va = bitcast<__m512>(a), vb = bitcast<__m512>(b);
+  return bitcast<VFloat>(kMax ? _mm512_max_ps(va, vb) : _mm512_min_ps(va, vb));
 #elif MMSSM_CPU_ISA_LEVEL >= 3
-  return bitcast<VFloat>(_mm256_min_ps(_mm256_set1_ps(hi), bitcast<__m256>(x)));
+  const __m256 va = bitcast<__m256>(a), vb = bitcast<__m256>(b);
+  return bitcast<VFloat>(kMax ? _mm256_max_ps(va, vb) : _mm256_min_ps(va, vb));
 #else
-  return hi < x ? splat(hi) : x;  // (written so that nan stays nan)
+  return (kMax ? b < a : a < b) ? a : b;
 #endif
 }
 
-MMSSM_INLINE VFloat clamp_below(VFloat x, float lo) {
-#if MMSSM_CPU_ISA_LEVEL >= 4
-  return bitcast<VFloat>(_mm512_max_ps(_mm512_set1_ps(lo), bitcast<__m512>(x)));
-#elif MMSSM_CPU_ISA_LEVEL >= 3
-  return bitcast<VFloat>(_mm256_max_ps(_mm256_set1_ps(lo), bitcast<__m256>(x)));
-#else
-  return x < lo ? splat(lo) : x;
-#endif
-}
+// min(hi, x) and max(lo, x), x itself where it is nan.
+MMSSM_INLINE VFloat clamp_above(VFloat x, float hi) { return lane_pick<false>(splat(hi), x); }
+MMSSM_INLINE VFloat clamp_below(VFloat x, float lo) { return lane_pick<true>(splat(lo), x); }
 
 // ---- exp ------------------------------------------------------------------------------
 //
@@ -241,16 +238,11 @@ struct CpuMath {
   }
   template <typename V>
   MMSSM_INLINE static V relu(V x) {
-#if MMSSM_CPU_ISA_LEVEL >= 4
     if constexpr (std::is_same<V, VFloat>::value) {
-      return bitcast<VFloat>(_mm512_max_ps(bitcast<__m512>(x), _mm512_setzero_ps()));
+      return lane_pick<true>(x, VFloat{});  // 0 for nan, as the select below
+    } else {
+      return x > 0 ? x : V{};
     }
-#elif MMSSM_CPU_ISA_LEVEL >= 3
-    if constexpr (std::is_same<V, VFloat>::value) {
-      return bitcast<VFloat>(_mm256_max_ps(bitcast<__m256>(x), _mm256_setzero_ps()));
-    }
-#endif
-    return x > 0 ? x : V{};
   }
   template <typename V>
   MMSSM_INLINE static V ones_like(V) {
