@@ -71,7 +71,12 @@ def cxx_flags():
              '-ffp-contract=fast', '-Wno-unknown-pragmas', '-Wno-psabi']
     if sys.platform == 'darwin':  # Apple clang has no bundled OpenMP runtime
         return flags, []
-    return flags + ['-fopenmp'], ['-fopenmp']
+    # GCC schedules instructions before register allocation only where asked to on x86:
+    # there it interleaves the independent polynomial chains of a time step's decays
+    # (scan_cpu_kernels.h: advance_states), which otherwise run one after the other and
+    # leave the FMA units waiting on latency (N = 16 forward 1.06-1.08x on AVX2, same
+    # results: docs/benchmarks.md). -fsched-pressure keeps it from adding spills.
+    return flags + ['-fschedule-insns', '-fsched-pressure', '-fopenmp'], ['-fopenmp']
 
 
 def cuda_skip_reason(torch, cpp_extension):

@@ -88,13 +88,14 @@ def test_instruction_set_matches_reference(isa, tmp_path):
 
 # Edge values through every instruction set's polynomial exp / exp2 / softplus and their
 # clamps (cpu_math.h): a nan time step, time steps far below / above softplus'
-# threshold, a decay that underflows. Float32, N = 1 and 16, softplus on.
+# threshold, a decay that underflows. Float32, N = 1 and 16, softplus on (each case
+# says: `delta_softplus`).
 EDGE_CHILD = r'''
 import sys, torch
 from mmssm.ops import selective_scan
 results = []
 for inputs in torch.load(sys.argv[1]):
-    results.append(selective_scan(**inputs, delta_softplus=True, backend='cpu'))
+    results.append(selective_scan(**inputs, backend='cpu'))
 torch.save(results, sys.argv[2])
 '''
 
@@ -113,13 +114,17 @@ def edge_cases():
         cases.append(dict(u=torch.randn(1, dim, seqlen, generator=gen), delta=delta, A=A,
                           B=torch.randn(1, 1, dstate, seqlen, generator=gen),
                           C=torch.randn(1, 1, dstate, seqlen, generator=gen),
-                          D=torch.randn(dim, generator=gen)))
+                          D=torch.randn(dim, generator=gen), delta_softplus=True))
     return cases
 
 
+def reference_of(inputs):
+    return selective_scan_reference(
+        **{k: v if isinstance(v, bool) else v.double() for k, v in inputs.items()})
+
+
 def check_edges(label, inputs, out):
-    ref = selective_scan_reference(**{k: v.double() for k, v in inputs.items()},
-                                   delta_softplus=True)
+    ref = reference_of(inputs)
     assert not out[0, 0, :5].isnan().any() and out[0, 0, 5:].isnan().all(), \
         f'{label}: a nan time step must make that channel nan from its step on, only'
     rest = out[:, 1:]
@@ -133,9 +138,54 @@ def check_edges(label, inputs, out):
 def test_instruction_set_edge_values(isa, tmp_path):
     cases = edge_cases()
     if isa == 'native':
-        results = [selective_scan(**inputs, delta_softplus=True, backend='cpu')
-                   for inputs in cases]
+        results = [selective_scan(**inputs, backend='cpu') for inputs in cases]
     else:
         results = run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
     for inputs, out in zip(cases, results):
         check_edges(f'{isa} N={inputs["A"].shape[1]}', inputs, out)
+
+
+# States that grow past float32's range: decay exponents dt A log2(e) far above 128, from
+# a positive A with softplus on, and from a negative dt with it off. The kernels compute
+# the decays of a tile with M::decay_exp2 only where every exponent is <= 0 or nan
+# (softplus on and every A <= 0; scan_cpu_kernels.h: lane_constants_log2e); its scale
+# would wrap around there, so these tiles must take the clamped exp2, which saturates.
+def growth_cases():
+    cases = []
+    dim, seqlen = 20, 12
+    for dstate in (1, 16):
+        A = torch.full((dim, dstate), -0.5)
+        A[17, 0] = 200.0  # dt = softplus(0.5) ~ 0.97: exponent ~ 281 in channel 17 only
+        common = dict(u=torch.ones(1, dim, seqlen), A=A,
+                      B=torch.ones(1, 1, dstate, seqlen), C=torch.ones(1, 1, dstate, seqlen),
+                      D=torch.zeros(dim))
+        cases.append(dict(common, delta=torch.full((1, dim, seqlen), 0.5),
+                          delta_softplus=True))
+        # dt = -300, A = -0.5 everywhere but channel 17: exponent ~ 216
+        cases.append(dict(common, A=torch.full((dim, dstate), -0.5),
+                          delta=torch.full((1, dim, seqlen), -300.0), delta_softplus=False))
+    return cases
+
+
+def check_growth(label, inputs, out):
+    ref = reference_of(inputs)
+    out = out.double()
+    grows = ref.abs() > 1e6
+    assert grows.any() and not out.isnan().any(), f'{label}: nan, or nothing grows'
+    assert (out[grows].sign() == ref[grows].sign()).all(), f'{label}: growth changed sign'
+    assert (out[grows].abs() >= 0.999 * ref[grows].abs().clamp(max=1e38)).all(), \
+        f'{label}: a growing state fell back (a decay exponent above 128 wrapped around)'
+    close(f'{label} before growing', out[~grows], ref[~grows], 1e-4, 1e-3)
+
+
+@pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
+@pytest.mark.parametrize('isa', ['generic', 'avx2', 'native'])
+def test_instruction_set_growing_states(isa, tmp_path):
+    cases = growth_cases()
+    if isa == 'native':
+        results = [selective_scan(**inputs, backend='cpu') for inputs in cases]
+    else:
+        results = run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
+    for inputs, out in zip(cases, results):
+        check_growth(f'{isa} N={inputs["A"].shape[1]} softplus={inputs["delta_softplus"]}',
+                     inputs, out)

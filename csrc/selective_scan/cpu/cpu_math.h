@@ -120,6 +120,30 @@ MMSSM_INLINE VFloat exp2_generic(VFloat t) {
   return p * bitcast<VFloat>(scale);
 }
 
+// 2^t for the scan's decays where t <= 0 or nan is known: t = dt A log2(e) with every A
+// <= 0 and dt >= 0 or nan (the softplus of delta). exp2_generic less two instructions: no
+// upper clamp (t <= 0 cannot overflow) and the scale 2^k added to the exponent field of
+// 2^f (the polynomial halved: 2^f in [2^-1/2, 2^1/2], exponent -1 or 0) as an integer
+// instead of multiplied; with k >= -125 (the lower clamp) the field stays >= 2. The
+// result is exp2_generic's bit for bit for every t <= 0, and nan for the default nan
+// (that of 0 * inf: its low bits, which become the scale, are 0). A nan with another
+// payload can only come from a nan dt here, whose dt u B term makes the state nan all the
+// same.
+MMSSM_INLINE VFloat decay_exp2_generic(VFloat t) {
+  const float kRound = 12582912.0f;  // 1.5 * 2^23
+  t = clamp_below(t, -125.0f);
+  const VFloat shifted = t + kRound;
+  const VFloat f = t - (shifted - kRound);
+  VFloat p = splat(1.535336196e-04f);
+  p = p * f + 1.339887502e-03f;
+  p = p * f + 9.618436918e-03f;
+  p = p * f + 5.550332367e-02f;
+  p = p * f + 2.402264774e-01f;
+  p = p * f + 6.931471825e-01f;
+  p = p * f + 1.0f;
+  return bitcast<VFloat>(bitcast<VInt>(p) + (bitcast<VInt>(shifted) << 23));  // 2^f 2^k
+}
+
 // log(1 + e) for 0 <= e <= 1, as e q(e): relative accuracy for tiny e as well.
 MMSSM_INLINE VFloat log1p_unit(VFloat e) {
   // log1p(e) / e on [0, 1]: 1 + e q1(e), q1 of degree 7; max relative error 6.3e-8,
@@ -178,9 +202,12 @@ MMSSM_INLINE VFloat exp2(VFloat t) {
   p = p * f + 1.0f;
   return bitcast<VFloat>(_mm512_scalef_ps(bitcast<__m512>(p), k));
 }
+// The decays on AVX-512: exp2 (vscalefps already scales in one instruction).
+MMSSM_INLINE VFloat decay_exp2(VFloat t) { return exp2(t); }
 #else
 MMSSM_INLINE VFloat exp(VFloat x) { return exp_generic(x); }
 MMSSM_INLINE VFloat exp2(VFloat t) { return exp2_generic(t); }
+MMSSM_INLINE VFloat decay_exp2(VFloat t) { return decay_exp2_generic(t); }
 #endif
 
 // e^x - 1 for x <= 0: a polynomial near 0 (where exp(x) - 1 would cancel), exp(x) - 1
@@ -203,6 +230,7 @@ MMSSM_INLINE VFloat expm1_nonpos(VFloat x) {
   }
 MMSSM_LANEWISE(exp, std::exp)
 MMSSM_LANEWISE(exp2, std::exp2)
+MMSSM_LANEWISE(decay_exp2, std::exp2)
 MMSSM_LANEWISE(log1p_unit, std::log1p)
 MMSSM_LANEWISE(expm1_nonpos, std::expm1)
 #undef MMSSM_LANEWISE
@@ -216,6 +244,11 @@ struct CpuMath {
   template <typename V>
   MMSSM_INLINE static V exp2(V t) {
     return MMSSM_CPU_ISA_NS::exp2(t);
+  }
+  // 2^t where t <= 0 or nan is known (the scan's decays; see decay_exp2_generic).
+  template <typename V>
+  MMSSM_INLINE static V decay_exp2(V t) {
+    return MMSSM_CPU_ISA_NS::decay_exp2(t);
   }
   template <typename V>
   MMSSM_INLINE static V log1p_unit(V e) {
