@@ -98,26 +98,42 @@ MMSSM_INLINE VFloat exp_generic(VFloat x) {
   return p * bitcast<VFloat>(scale);
 }
 
-// 2^t (the scan's decays: exp(dt A) = 2^(dt A log2(e)), with A log2(e) computed once per
-// channel), same scheme as exp_generic: k = round(t), f = t - k in [-1/2, 1/2] (exact),
-// 2^t = 2^(k-1) * 2 * 2^f. t is clamped to [-125, 127.99]: results below ~2.4e-38 stay
-// there, overflow saturates near FLT_MAX, nan propagates.
-MMSSM_INLINE VFloat exp2_generic(VFloat t) {
+// 2^f on |f| <= 1/2 as 1 + f q(f), q of degree 5: max relative error 1.6e-8, exact at
+// f = 0. kTwice: 2 * 2^f, every coefficient doubled (exactly, at compile time), so the
+// values are exactly twice 2^f's. The one polynomial of every exp2 here.
+template <bool kTwice = false>
+MMSSM_INLINE VFloat exp2_unit(VFloat f) {
+  constexpr float m = kTwice ? 2.0f : 1.0f;
+  VFloat p = splat(m * 1.535336196e-04f);
+  p = p * f + m * 1.339887502e-03f;
+  p = p * f + m * 9.618436918e-03f;
+  p = p * f + m * 5.550332367e-02f;
+  p = p * f + m * 2.402264774e-01f;
+  p = p * f + m * 6.931471825e-01f;
+  p = p * f + m;
+  return p;
+}
+
+// t = k + f, k = round(t), f in [-1/2, 1/2] (exact), for |t| < 2^22: `shifted` =
+// t + 1.5 * 2^23 holds k in its low bits, so (bits << 23) is k moved into the exponent
+// field (the constant's own bits shift out), with no float -> int conversion.
+struct Exp2Split {
+  VFloat shifted, f;
+};
+MMSSM_INLINE Exp2Split exp2_split(VFloat t) {
   const float kRound = 12582912.0f;  // 1.5 * 2^23
-  t = clamp_below(clamp_above(t, 127.99f), -125.0f);
   const VFloat shifted = t + kRound;
-  const VFloat f = t - (shifted - kRound);
-  // 2 * 2^f on |f| <= 1/2: 2 (1 + f q(f)), q of degree 5; max relative error 1.6e-8,
-  // exact at f = 0.
-  VFloat p = splat(3.070672392e-04f);
-  p = p * f + 2.679775004e-03f;
-  p = p * f + 1.923687384e-02f;
-  p = p * f + 1.110066473e-01f;
-  p = p * f + 4.804529548e-01f;
-  p = p * f + 1.386294365e+00f;
-  p = p * f + 2.0f;
-  const VInt scale = (bitcast<VInt>(shifted) << 23) + (126 << 23);  // 2^(k-1)
-  return p * bitcast<VFloat>(scale);
+  return {shifted, t - (shifted - kRound)};
+}
+
+// 2^t (the scan's decays: exp(dt A) = 2^(dt A log2(e)), with A log2(e) computed once per
+// channel), same scheme as exp_generic: 2^t = 2^(k-1) * 2 * 2^f. t is clamped to
+// [-125, 127.99]: results below ~2.4e-38 stay there, overflow saturates near FLT_MAX, nan
+// propagates.
+MMSSM_INLINE VFloat exp2_generic(VFloat t) {
+  const Exp2Split s = exp2_split(clamp_below(clamp_above(t, 127.99f), -125.0f));
+  const VInt scale = (bitcast<VInt>(s.shifted) << 23) + (126 << 23);  // 2^(k-1)
+  return exp2_unit<true>(s.f) * bitcast<VFloat>(scale);
 }
 
 // 2^t for the scan's decays where t <= 0 or nan is known: t = dt A log2(e) with every A
@@ -130,18 +146,9 @@ MMSSM_INLINE VFloat exp2_generic(VFloat t) {
 // payload can only come from a nan dt here, whose dt u B term makes the state nan all the
 // same.
 MMSSM_INLINE VFloat decay_exp2_generic(VFloat t) {
-  const float kRound = 12582912.0f;  // 1.5 * 2^23
-  t = clamp_below(t, -125.0f);
-  const VFloat shifted = t + kRound;
-  const VFloat f = t - (shifted - kRound);
-  VFloat p = splat(1.535336196e-04f);
-  p = p * f + 1.339887502e-03f;
-  p = p * f + 9.618436918e-03f;
-  p = p * f + 5.550332367e-02f;
-  p = p * f + 2.402264774e-01f;
-  p = p * f + 6.931471825e-01f;
-  p = p * f + 1.0f;
-  return bitcast<VFloat>(bitcast<VInt>(p) + (bitcast<VInt>(shifted) << 23));  // 2^f 2^k
+  const Exp2Split s = exp2_split(clamp_below(t, -125.0f));
+  return bitcast<VFloat>(bitcast<VInt>(exp2_unit(s.f)) +
+                         (bitcast<VInt>(s.shifted) << 23));  // 2^f 2^k
 }
 
 // log(1 + e) for 0 <= e <= 1, as e q(e): relative accuracy for tiny e as well.
@@ -191,15 +198,7 @@ MMSSM_INLINE VFloat exp2(VFloat t) {
   v = _mm512_max_ps(_mm512_set1_ps(-150.0f), v);
   v = _mm512_min_ps(_mm512_set1_ps(129.0f), v);
   const __m512 k = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // 2^f on |f| <= 1/2: the polynomial of exp2_generic, halved.
-  const VFloat f = bitcast<VFloat>(_mm512_sub_ps(v, k));
-  VFloat p = splat(1.535336196e-04f);
-  p = p * f + 1.339887502e-03f;
-  p = p * f + 9.618436918e-03f;
-  p = p * f + 5.550332367e-02f;
-  p = p * f + 2.402264774e-01f;
-  p = p * f + 6.931471825e-01f;
-  p = p * f + 1.0f;
+  const VFloat p = exp2_unit(bitcast<VFloat>(_mm512_sub_ps(v, k)));
   return bitcast<VFloat>(_mm512_scalef_ps(bitcast<__m512>(p), k));
 }
 // The decays on AVX-512: exp2 (vscalefps already scales in one instruction).
