@@ -118,6 +118,13 @@ def edge_cases():
     return cases
 
 
+def run_edge_cases(isa, cases, tmp_path):
+    """The forward of every case on `isa` ('native': in this process)."""
+    if isa == 'native':
+        return [selective_scan(**inputs, backend='cpu') for inputs in cases]
+    return run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
+
+
 def reference_of(inputs):
     return selective_scan_reference(
         **{k: v if isinstance(v, bool) else v.double() for k, v in inputs.items()})
@@ -137,11 +144,7 @@ def check_edges(label, inputs, out):
 @pytest.mark.parametrize('isa', ['generic', 'avx2', 'native'])
 def test_instruction_set_edge_values(isa, tmp_path):
     cases = edge_cases()
-    if isa == 'native':
-        results = [selective_scan(**inputs, backend='cpu') for inputs in cases]
-    else:
-        results = run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
-    for inputs, out in zip(cases, results):
+    for inputs, out in zip(cases, run_edge_cases(isa, cases, tmp_path)):
         check_edges(f'{isa} N={inputs["A"].shape[1]}', inputs, out)
 
 
@@ -182,10 +185,6 @@ def check_growth(label, inputs, out):
 @pytest.mark.parametrize('isa', ['generic', 'avx2', 'native'])
 def test_instruction_set_growing_states(isa, tmp_path):
     cases = growth_cases()
-    if isa == 'native':
-        results = [selective_scan(**inputs, backend='cpu') for inputs in cases]
-    else:
-        results = run_with_cpu_isa(isa, EDGE_CHILD, cases, tmp_path)
-    for inputs, out in zip(cases, results):
+    for inputs, out in zip(cases, run_edge_cases(isa, cases, tmp_path)):
         check_growth(f'{isa} N={inputs["A"].shape[1]} softplus={inputs["delta_softplus"]}',
                      inputs, out)

@@ -281,6 +281,18 @@ __attribute__((noinline)) void advance_state_group(V* h, int64_t kn, const V* A2
   advance_states<kG, kY, kH, kBounded>(h, kn, A2, B, C, dt, dtu, len, y, H);
 }
 
+// One group: N = 1 inlined (nothing to spill), larger groups by advance_state_group.
+template <int kG, bool kY, bool kH, bool kBounded, typename V, typename acc_t>
+MMSSM_INLINE void advance_group(V* h, int64_t kn, const V* A2, const acc_t* B,
+                                const acc_t* C, const V* dt, const V* dtu, int64_t len,
+                                V* y, V* H) {
+  if constexpr (kG == 1) {
+    advance_states<kG, kY, kH, kBounded>(h, kn, A2, B, C, dt, dtu, len, y, H);
+  } else {
+    advance_state_group<kG, kY, kH, kBounded>(h, kn, A2, B, C, dt, dtu, len, y, H);
+  }
+}
+
 // advance_states for every group of states [k0, k0 + 8) of the n. With kH, group k0's
 // (len, kn) states start at H + k0 * kBlock. bounded: lane_constants_log2e's verdict.
 template <int kN, bool kY, bool kH, typename V, typename acc_t>
@@ -292,18 +304,10 @@ MMSSM_INLINE void advance_all_states(V* h, int64_t n, const V* A2, const acc_t* 
     const int64_t kn = std::min<int64_t>(kStateGroup, n - k0);
     V* Hk = kH ? H + k0 * kBlock : H;
     const acc_t *Bk = B + k0 * kBlock, *Ck = C + k0 * kBlock;
-    if constexpr (kG == 1) {  // N = 1: nothing to spill; inlined as ever
-      if (bounded) {
-        advance_states<kG, kY, kH, true>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y, Hk);
-      } else {
-        advance_states<kG, kY, kH, false>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y, Hk);
-      }
-    } else if (bounded) {
-      advance_state_group<kG, kY, kH, true>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y,
-                                            Hk);
+    if (bounded) {
+      advance_group<kG, kY, kH, true>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y, Hk);
     } else {
-      advance_state_group<kG, kY, kH, false>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y,
-                                             Hk);
+      advance_group<kG, kY, kH, false>(h + k0, kn, A2 + k0, Bk, Ck, dt, dtu, len, y, Hk);
     }
   }
 }
