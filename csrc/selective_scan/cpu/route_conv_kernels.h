@@ -44,9 +44,7 @@ MMSSM_INLINE void causal_filter_silu(const float* padded, const float* w, float 
   if (l < seqlen) {
     VFloat acc = splat(bias);
     for (int64_t j = 0; j < width; ++j) acc += splat(w[j]) * load(padded + l + j);
-    float tail[W];
-    store(tail, scan_math::silu<CpuMath>(acc));
-    std::memcpy(out + l, tail, sizeof(float) * size_t(seqlen - l));
+    store_acc_partial(out + l, seqlen - l, scan_math::silu<CpuMath>(acc));
   }
 }
 
@@ -97,14 +95,9 @@ inline void route_merge_rows(const RouteMergeParams& p, int64_t begin, int64_t e
       store(out + l, v);
     }
     if (l < L) {
-      float a[W] = {}, c[W] = {}, g[W] = {};
-      std::memcpy(a, y0 + l, sizeof(float) * size_t(L - l));
-      std::memcpy(c, rev + l, sizeof(float) * size_t(L - l));
-      if (z) std::memcpy(g, z + l, sizeof(float) * size_t(L - l));
-      VFloat v = (load(a) + load(c)) * scale;
-      if (z) v *= scan_math::silu<CpuMath>(load(g));
-      store(a, v);
-      std::memcpy(out + l, a, sizeof(float) * size_t(L - l));
+      VFloat v = (load_acc_partial(y0 + l, L - l) + load_acc_partial(rev + l, L - l)) * scale;
+      if (z) v *= scan_math::silu<CpuMath>(load_acc_partial(z + l, L - l));
+      store_acc_partial(out + l, L - l, v);
     }
   }
 }

@@ -67,13 +67,7 @@ MMSSM_INLINE void load_lanes(const in_t* src, int64_t row_stride, int64_t lanes,
       for (int w = 0; w < kW; ++w) v[w] = load_acc(src + w * row_stride + q * kW);
     } else {
       for (int w = 0; w < kW; ++w) {
-        in_t padded[kW];
-        std::memset(static_cast<void*>(padded), 0, sizeof(padded));
-        if (w < lanes) {
-          std::memcpy(static_cast<void*>(padded), src + w * row_stride + q * kW,
-                      valid * sizeof(in_t));
-        }
-        v[w] = load_acc(padded);
+        v[w] = w < lanes ? load_acc_partial(src + w * row_stride + q * kW, valid) : V{};
       }
     }
     transpose_square(v);
@@ -115,10 +109,7 @@ MMSSM_INLINE void store_lanes(const Vec<acc_of<in_t>>* src, in_t* dst, int64_t r
       for (int w = 0; w < kW; ++w) store_acc(dst + w * row_stride + q * kW, v[w]);
     } else {
       for (int64_t w = 0; w < lanes; ++w) {
-        in_t padded[kW];
-        store_acc(padded, v[w]);
-        std::memcpy(static_cast<void*>(dst + w * row_stride + q * kW), padded,
-                    valid * sizeof(in_t));
+        store_acc_partial(dst + w * row_stride + q * kW, valid, v[w]);
       }
     }
   }
@@ -134,14 +125,8 @@ MMSSM_INLINE void load_rows(const in_t* src, int64_t row_stride, int64_t rows, i
     for (int64_t q = 0; q * kW < len; ++q) {
       const int64_t valid = std::min<int64_t>(kW, len - q * kW);
       const in_t* from = src + s * row_stride + q * kW;
-      if (valid == kW) {
-        store(dst + s * kBlock + q * kW, load_acc(from));
-      } else {
-        in_t padded[kW];
-        std::memset(static_cast<void*>(padded), 0, sizeof(padded));
-        std::memcpy(static_cast<void*>(padded), from, valid * sizeof(in_t));
-        store(dst + s * kBlock + q * kW, load_acc(padded));
-      }
+      store(dst + s * kBlock + q * kW,
+            valid == kW ? load_acc(from) : load_acc_partial(from, valid));
     }
   }
 }
@@ -468,40 +453,27 @@ __attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const T
 // Lane row `lanes` <= W values at p, as a vector (0 in missing lanes).
 template <typename in_t>
 MMSSM_INLINE Vec<acc_of<in_t>> load_lane_row(const in_t* p, int64_t lanes) {
-  constexpr int kW = kLanes<acc_of<in_t>>;
-  if (lanes == kW) return load_acc(p);
-  in_t padded[kW];
-  std::memset(static_cast<void*>(padded), 0, sizeof(padded));
-  std::memcpy(static_cast<void*>(padded), p, lanes * sizeof(in_t));
-  return load_acc(padded);
+  return lanes == kLanes<acc_of<in_t>> ? load_acc(p) : load_acc_partial(p, lanes);
 }
 
 // p[0 .. lanes) += the first `lanes` lanes of v.
 template <typename in_t>
 MMSSM_INLINE void add_lane_row(in_t* p, int64_t lanes, const Vec<acc_of<in_t>>& v) {
-  constexpr int kW = kLanes<acc_of<in_t>>;
-  if (lanes == kW) {
+  if (lanes == kLanes<acc_of<in_t>>) {
     store_acc(p, load_acc(p) + v);
-    return;
+  } else {
+    store_acc_partial(p, lanes, load_acc_partial(p, lanes) + v);
   }
-  in_t padded[kW];
-  std::memset(static_cast<void*>(padded), 0, sizeof(padded));
-  std::memcpy(static_cast<void*>(padded), p, lanes * sizeof(in_t));
-  store_acc(padded, load_acc(padded) + v);
-  std::memcpy(static_cast<void*>(p), padded, lanes * sizeof(in_t));
 }
 
 // p[0 .. lanes) = the first `lanes` lanes of v.
 template <typename in_t>
 MMSSM_INLINE void store_lane_row(in_t* p, int64_t lanes, const Vec<acc_of<in_t>>& v) {
-  constexpr int kW = kLanes<acc_of<in_t>>;
-  if (lanes == kW) {
+  if (lanes == kLanes<acc_of<in_t>>) {
     store_acc(p, v);
-    return;
+  } else {
+    store_acc_partial(p, lanes, v);
   }
-  in_t padded[kW];
-  store_acc(padded, v);
-  std::memcpy(static_cast<void*>(p), padded, lanes * sizeof(in_t));
 }
 
 // dst[s * kBlock + i] = src[s * row_stride + index[i]] (0 where index[i] < 0) as acc_t,
