@@ -1,7 +1,7 @@
 """benchmark_backbone.py --peers: the issue-16 report runs end to end on tiny inputs (an
 mmssm model and an mmpretrain peer in one process, no torchvision) and its numbers are
 consistent: fraction of the GEMM rate = MACs / time / rate, every ratio target names its
-model and peer."""
+model and peer, and the per-round spread of a target brackets its value from the medians."""
 import importlib.util
 import json
 import os.path as osp
@@ -28,7 +28,7 @@ def test_peers_report(tmp_path):
     try:
         tool.main(['--peers', 'resnet50', 'deit-ti', '--models', 'vim:tiny', '--sizes', '32',
                    '--growth-size', '0', '--thread-size', '0', '--train-batch', '0',
-                   '--iters', '1', '--warmup', '0', '--json', str(out),
+                   '--iters', '3', '--warmup', '0', '--json', str(out),
                    '--heap', 'default',  # (steady: a process-wide mallopt)
                    '--heap-models', 'vim:tiny'])  # (in processes of their own)
     finally:
@@ -45,7 +45,10 @@ def test_peers_report(tmp_path):
     ratio = targets['vim:tiny <= 2x deit-ti at 32']
     assert ratio['value'] == pytest.approx(rows['vim:tiny']['ms'] / rows['deit-ti']['ms'])
     assert ratio['met'] == (ratio['value'] <= 2.0)
-    assert 'vim:tiny >= 0.65 of the GEMM rate at 32' in targets
+    fraction = targets['vim:tiny >= 0.65 of the GEMM rate at 32']
+    for target in (ratio, fraction):  # each round's own value; the medians' lies within
+        low, high = target['rounds']
+        assert 0 < low <= target['value'] * (1 + 1e-9) and target['value'] <= high * (1 + 1e-9)
     (heap, ) = report['heap']
     assert heap['model'] == 'vim:tiny' and heap['size'] == '32x32'
     for policy in ('default', 'steady'):
@@ -56,3 +59,20 @@ def test_peers_need_the_cpu():
     tool = load_benchmark()
     with pytest.raises(SystemExit):
         tool.parse_args(['--peers', '--device', 'cuda'])
+
+
+def test_round_spread_brackets_the_ratio_of_medians():
+    """The value from the medians lies between the lowest and highest per-round value,
+    whatever the rounds (each round's times bound the medians' order statistics)."""
+    import random
+    import statistics
+    tool = load_benchmark()
+    rng = random.Random(0)
+    for count in (1, 2, 3, 4, 7):
+        for _ in range(200):
+            model = [rng.uniform(0.5, 2.0) for _ in range(count)]
+            peer = [rng.uniform(0.5, 2.0) for _ in range(count)]
+            low, high = tool.round_spread([m / p for m, p in zip(model, peer)])
+            value = statistics.median(model) / statistics.median(peer)
+            assert low <= value * (1 + 1e-12) and value <= high * (1 + 1e-12)
+    assert tool.round_spread([1.5, 0.5, 1.0]) == [0.5, 1.5]

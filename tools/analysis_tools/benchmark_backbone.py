@@ -546,10 +546,10 @@ def model_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
     return count_flops(model, x)['flops']
 
 
-def interleaved_medians(steps: Dict[str, Callable[[], None]], warmup: int, rounds: int,
-                        clock: Callable[[], float]) -> Dict[str, float]:
-    """Median seconds of each step, timed in alternation (one call of each per round),
-    so that a load change on a shared machine hits every model alike."""
+def interleaved_rounds(steps: Dict[str, Callable[[], None]], warmup: int, rounds: int,
+                       clock: Callable[[], float]) -> Dict[str, List[float]]:
+    """Seconds of each step in each round, timed in alternation (one call of each per
+    round), so that a load change on a shared machine hits every model alike."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -559,7 +559,21 @@ def interleaved_medians(steps: Dict[str, Callable[[], None]], warmup: int, round
             start = clock()
             step()
             times[name].append(clock() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(steps: Dict[str, Callable[[], None]], warmup: int, rounds: int,
+                        clock: Callable[[], float]) -> Dict[str, float]:
+    """Median seconds of each step over :func:`interleaved_rounds`."""
+    return {name: statistics.median(t)
+            for name, t in interleaved_rounds(steps, warmup, rounds, clock).items()}
+
+
+def round_spread(per_round: Sequence[float]) -> List[float]:
+    """[min, max] of a target's value computed round by round (from the calls of one
+    round only): how far a slow spell on a shared machine moved it. The value from the
+    medians always lies in this range (each round's times bound the medians' order)."""
+    return [min(per_round), max(per_round)]
 
 
 def load_average() -> str:
@@ -605,14 +619,20 @@ def run_peers(args) -> None:
         steps = {n: infer(m) for n, m in built.items()}
         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
         steps[GEMM] = lambda: [torch.mm(a, b) for _ in range(GEMM_CALLS)]
-        times = interleaved_medians(steps, args.warmup, args.iters, clock)
+        rounds = interleaved_rounds(steps, args.warmup, args.iters, clock)
         del built
         _trim_heap()
-        return times, macs
+        return rounds, macs
+
+    def fraction_rounds(model_macs_, model_times, gemm_times):
+        """The fraction of the GEMM rate from each round's own calls."""
+        return [model_macs_ / t / (GEMM_CALLS * 1024 ** 3 / g)
+                for t, g in zip(model_times, gemm_times)]
 
     times_by_size = {}
     for size in args.sizes:
-        times, macs = measure_size(size, names)
+        rounds, macs = measure_size(size, names)
+        times = {n: statistics.median(t) for n, t in rounds.items()}
         times_by_size[size] = times
         # the GEMM rate of these rounds (measured between the models' calls)
         rate = GEMM_CALLS * 1024 ** 3 / times[GEMM]
@@ -630,21 +650,23 @@ def run_peers(args) -> None:
                 ratio = times[model] / times[peer]
                 report['targets'].append(dict(
                     target=f'{model} <= {bound:g}x {peer} at {size[0]}', value=ratio,
-                    met=ratio <= bound, load=load))
+                    met=ratio <= bound, load=load, rounds=round_spread(
+                        [t / p for t, p in zip(rounds[model], rounds[peer])])))
         for n in models:
             frac = macs[n] / times[n] / rate
             report['targets'].append(dict(
                 target=f'{n} >= {GEMM_FRACTION_TARGET} of the GEMM rate at {size[0]}',
-                value=frac, met=frac >= GEMM_FRACTION_TARGET, load=load))
+                value=frac, met=frac >= GEMM_FRACTION_TARGET, load=load,
+                rounds=round_spread(fraction_rounds(macs[n], rounds[n], rounds[GEMM]))))
 
     first = models[0]
     if args.growth_size and (224, 224) in times_by_size:
         size = (args.growth_size, args.growth_size)
         which = [first] + (['swin-t'] if 'swin-t' in args.peers else [])
-        times, _ = measure_size(size, which)
+        rounds, _ = measure_size(size, which)
         load = load_average()
         for n in which:
-            growth = times[n] / times_by_size[(224, 224)][n]
+            growth = statistics.median(rounds[n]) / times_by_size[(224, 224)][n]
             print(f'# {n}: 224 -> {size[0]}: time x {growth:.1f} (load {load})', flush=True)
             report['targets'].append(dict(target=f'{n}: time({size[0]}) / time(224) <= '
                                                  f'{GROWTH_TARGET:g}', value=growth,
@@ -654,7 +676,8 @@ def run_peers(args) -> None:
         x = torch.randn(args.train_batch, 3, 224, 224)
         built = {n: build_any(n, (224, 224), train=True) for n in (first, 'swin-t')}
         steps = {n: make_step(m, x, 'train', None) for n, m in built.items()}
-        times = interleaved_medians(steps, args.warmup, args.iters, clock)
+        rounds = interleaved_rounds(steps, args.warmup, args.iters, clock)
+        times = {n: statistics.median(t) for n, t in rounds.items()}
         ratio = times[first] / times['swin-t']
         load = load_average()
         print(f'# training step (batch {args.train_batch}, 224): {first} '
@@ -662,7 +685,9 @@ def run_peers(args) -> None:
               f'{ratio:.2f}x (load {load})', flush=True)
         report['targets'].append(dict(target=f'training step {first} <= {TRAIN_TARGET:g}x '
                                              'swin-t', value=ratio, met=ratio <= TRAIN_TARGET,
-                                      load=load))
+                                      load=load, rounds=round_spread(
+                                          [t / p for t, p in zip(rounds[first],
+                                                                 rounds['swin-t'])])))
         del built, steps
         _trim_heap()
 
@@ -799,10 +824,14 @@ def peers_markdown(report: dict) -> str:
     for r in rows:
         lines.append(f'| {r["model"]} | {r["size"]} | {r["ms"]:.1f} | {r["gmacs"]:.2f} | '
                      f'{r["gemm_gmac_per_s"]:.1f} | {r["gemm_fraction"]:.2f} | {r["load"]} |')
-    lines += ['', '| target | measured | met | load |', '|---|---|---|---|']
+    lines += ['', 'measured: from the medians; per round: the lowest and highest value '
+              'computed from one round\'s calls alone (the spread a slow spell of a shared '
+              'machine causes; blank where the value pairs no calls of one round).', '',
+              '| target | measured | per round | met | load |', '|---|---|---|---|---|']
     for t in report['targets']:
-        lines.append(f'| {t["target"]} | {t["value"]:.2f} | {"yes" if t["met"] else "NO"} | '
-                     f'{t["load"]} |')
+        spread = ('%.2f - %.2f' % tuple(t['rounds'])) if t.get('rounds') else ''
+        lines.append(f'| {t["target"]} | {t["value"]:.2f} | {spread} | '
+                     f'{"yes" if t["met"] else "NO"} | {t["load"]} |')
     if report.get('heap'):
         lines += ['', 'Each model alone in a fresh process, CPU time (user + system) and minor '
                   'page faults per forward (medians), with glibc\'s own heap policy and with '
