@@ -280,19 +280,23 @@ def test_interleaved_ratios_alternate_the_order():
 
 
 @pytest.mark.skipif(not backend_available('cpu'), reason='mmssm._C is not built')
-def test_benchmark_scan_compares_builds_interleaved(capsys):
+def test_benchmark_scan_compares_builds_interleaved(capsys, tmp_path):
     """--cpu-baseline given this checkout's own extension: the same kernels, so the
-    outputs are bit-identical (what the line reports); --rounds without a baseline is
-    refused."""
+    outputs are bit-identical (what the line reports, also in the markdown and JSON
+    outputs); --rounds without a baseline is refused."""
     scan = load_tool('tools/analysis_tools/benchmark_scan.py')
     own = load_backend('cpu').__file__
+    md, js = tmp_path / 'scan.md', tmp_path / 'scan.json'
     scan.main(['--device', 'cpu', '--shapes', 'vmamba_t_s4', '--backends', 'cpu',
                '--budget', '0', '--min-reps', '1', '--max-reps', '1', '--warmup', '0',
-               '--cpu-baseline', own, '--rounds', '2', '--round-calls', '1'])
+               '--cpu-baseline', own, '--rounds', '2', '--round-calls', '1',
+               '--markdown', str(md), '--json', str(js)])
     out = capsys.readouterr().out
     (line,) = [x for x in out.splitlines() if 'interleaved' in x]
     assert 'vmamba_t_s4' in line and '2 rounds of 1 calls' in line
     assert 'fwd ' in line and 'fwd+bwd ' in line and 'outputs bit-identical' in line
+    assert f'* {line.lstrip("# ")}' in md.read_text().splitlines()
+    assert json.loads(js.read_text())['builds_interleaved'] == [line.lstrip('# ')]
     with pytest.raises(SystemExit, match='--rounds alternates'):
         scan.main(['--device', 'cpu', '--backends', 'cpu', '--rounds', '2'])
 

@@ -393,6 +393,7 @@ def main(argv: Optional[List[str]] = None):
     print(format_row(['-' * w for w in widths], widths))
 
     records, rows = [], []
+    compared = []  # --rounds: the two builds alternated, one line per shape
     for shape in (s for s in SHAPES if s.name in args.shapes):
         batch = args.batch or (shape.gpu_batch if on_cuda else 1)
         results = {}
@@ -442,7 +443,9 @@ def main(argv: Optional[List[str]] = None):
             print(f'#   {shape.name}: cpu vs {BASELINE}: fwd {bf / nf:.2f}x, '
                   f'fwd+bwd {bb / nb:.2f}x faster', flush=True)
             if args.rounds:
-                print(compare_builds(shape, batch, dtype, device, args), flush=True)
+                line = compare_builds(shape, batch, dtype, device, args)
+                compared.append(line.lstrip('# '))
+                print(line, flush=True)
     notes = ['ns/upd: time per state update (one step of one channel\'s recurrence for one '
              'of its N states; for N = 1 it includes the per-position softplus / exp / '
              'output work)','fwd x / f+b x: speed-up over the torch backend in this run (n/a: torch '
@@ -456,13 +459,16 @@ def main(argv: Optional[List[str]] = None):
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(title=title, hbm_bandwidth=args.hbm_bandwidth if on_cuda else None,
-                           results=records), f, indent=1)
+                           results=records, builds_interleaved=compared), f, indent=1)
     if args.markdown:
         lines = [f'#### selective scan, {dtype_name}', '', title + '.' +
                  (f' {floor_note}.' if on_cuda else ''), '',
                  '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
         lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
         lines += [''] + notes + ['']
+        if compared:  # (the table's cpu / cpu-baseline rows are timed one after the other)
+            lines += ['The two builds alternated (--rounds), the figures to read:', '']
+            lines += [f'* {line}' for line in compared] + ['']
         with open(args.markdown, 'a') as f:
             f.write('\n'.join(lines) + '\n')
 

@@ -11,7 +11,8 @@
 # Usage: tools/analysis_tools/cpu_report.sh OUT_DIR [BASELINE_C_SO]
 #   OUT_DIR        where scan.md / backbones.md (+ .json) are written
 #   BASELINE_C_SO  optional: a mmssm/_C*.so built from another commit
-# Environment: PYTHON (default: python), ITERS (default 5).
+# Environment: PYTHON (default: python), ITERS (default 5), ROUNDS (with a baseline:
+# alternated rounds per scan shape, default 15).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:?usage: $0 OUT_DIR [BASELINE_C_SO]}
@@ -26,7 +27,9 @@ echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unkn
 scan_args=(--threads 1 --timer process --backends cpu --markdown "$OUT/scan.md"
            --json "$OUT/scan.json")
 if [ -n "$BASELINE" ]; then
-  scan_args+=(--cpu-baseline "$BASELINE")
+  # --rounds: the two builds also alternated per shape (the table's rows are timed one
+  # after the other; on a noisy machine read the alternated ratios)
+  scan_args+=(--cpu-baseline "$BASELINE" --rounds "${ROUNDS:-15}")
 fi
 rm -f "$OUT/scan.md"
 "$PY" tools/analysis_tools/benchmark_scan.py "${scan_args[@]}"
