@@ -12,7 +12,7 @@ dtype, last axis contiguous, 4-D B/C, A/D/delta_bias contiguous in the accumulat
 dtype) and casts the gradients back to every input's own dtype and shape.
 """
 import importlib
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -208,6 +208,20 @@ def grouped_lowrank_delta(delta_lowrank: Tensor, delta_weight: Tensor) -> Tensor
     return torch.matmul(weight, delta_lowrank).reshape(batch, dim, length)
 
 
+def lowrank_forward(u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias,
+                    delta_softplus) -> Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]:
+    """``mmssm._C.fwd_lowrank`` on its inputs in the layouts and dtypes it reads (the
+    activations' last axis contiguous, the weights in the accumulation dtype): returns
+    (those inputs, (out, last_state, chunk_states)). The forward of
+    :class:`SelectiveScanLowRankFn`, and the whole of an inference call (no graph)."""
+    acc = accumulation_dtype(u.dtype)
+    args = (_last_dim_contiguous(u), _last_dim_contiguous(delta_lowrank),
+            _as_acc(delta_weight, acc), _as_acc(A, acc), _last_dim_contiguous(B),
+            _last_dim_contiguous(C), _as_acc(D, acc), _last_dim_contiguous(z),
+            _as_acc(delta_bias, acc))
+    return args, load_backend('cpu').fwd_lowrank(*args, bool(delta_softplus))
+
+
 class SelectiveScanLowRankFn(torch.autograd.Function):
     """Selective scan on the CPU kernels with delta in low-rank form (``mmssm._C``'s
     ``fwd_lowrank``: delta is formed in registers, never stored). Returns
@@ -222,12 +236,8 @@ class SelectiveScanLowRankFn(torch.autograd.Function):
     def forward(ctx, u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias,
                 delta_softplus):
         module = load_backend('cpu')
-        acc = accumulation_dtype(u.dtype)
-        args = (_last_dim_contiguous(u), _last_dim_contiguous(delta_lowrank),
-                _as_acc(delta_weight, acc), _as_acc(A, acc), _last_dim_contiguous(B),
-                _last_dim_contiguous(C), _as_acc(D, acc), _last_dim_contiguous(z),
-                _as_acc(delta_bias, acc))
-        out, last_state, chunk_states = module.fwd_lowrank(*args, bool(delta_softplus))
+        args, (out, last_state, chunk_states) = lowrank_forward(
+            u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias, delta_softplus)
         ctx.save_for_backward(*args, chunk_states)
         ctx.delta_softplus = bool(delta_softplus)
         ctx.module = module

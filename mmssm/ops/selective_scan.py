@@ -333,7 +333,11 @@ def selective_scan_lowrank(
                               return_last_state, backend=backend)
     # (u stands in for delta, which this path never forms: same shape, dtype, device)
     B, C = validate_inputs(u, u, A, B, C, D, z, delta_bias)
-    from .kernels import SelectiveScanLowRankFn
-    out, last_state = SelectiveScanLowRankFn.apply(u, delta_lowrank, delta_weight, A, B, C,
-                                                   D, z, delta_bias, delta_softplus)
+    inputs = (u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        from .kernels import SelectiveScanLowRankFn
+        out, last_state = SelectiveScanLowRankFn.apply(*inputs, delta_softplus)
+    else:  # no graph to build: the kernel alone (no autograd.Function round trip)
+        from .kernels import lowrank_forward
+        _, (out, last_state, _) = lowrank_forward(*inputs, delta_softplus)
     return (out, last_state) if return_last_state else out

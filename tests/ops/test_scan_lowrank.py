@@ -92,9 +92,9 @@ def test_gradcheck_float64():
 
 def test_the_kernel_runs_where_it_applies(monkeypatch):
     calls = []
-    apply = kernels.SelectiveScanLowRankFn.apply
-    monkeypatch.setattr(kernels.SelectiveScanLowRankFn, 'apply',
-                        lambda *a: calls.append(1) or apply(*a))
+    forward = kernels.lowrank_forward  # (inference calls it directly, training by the Fn)
+    monkeypatch.setattr(kernels, 'lowrank_forward',
+                        lambda *a: calls.append(1) or forward(*a))
     inputs = make_case(30, 4, 2, 3, torch.float32, True)
     with torch.no_grad():
         fused = selective_scan_lowrank(**inputs, delta_softplus=True)
@@ -107,6 +107,11 @@ def test_the_kernel_runs_where_it_applies(monkeypatch):
         torch.jit.trace(lambda u: selective_scan_lowrank(u, *list(inputs.values())[1:]),
                         inputs['u'], check_trace=False)
     assert len(calls) == 1
+    # with a graph to build, the same kernel through the autograd Function
+    u = inputs['u'].clone().requires_grad_()
+    out = selective_scan_lowrank(**{**inputs, 'u': u}, delta_softplus=True)
+    assert len(calls) == 2 and type(out.grad_fn).__name__ == 'SelectiveScanLowRankFnBackward'
+    assert torch.equal(out.detach(), fused)
 
 
 def test_deterministic_across_thread_counts():
