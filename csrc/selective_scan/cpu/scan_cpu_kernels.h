@@ -1040,8 +1040,9 @@ __attribute__((noinline)) void bwd_routes_item(const SelectiveScanBwdParams& p,
             const int64_t at = v * kW;
             if (at + kW <= len) {
               store(out + at, load(out + at) + sum[v]);
-            } else {
-              for (int64_t e = 0; at + e < len; ++e) out[at + e] += sum[v][e];
+            } else if (at < len) {  // (no lane access: sum[] can stay in registers)
+              const int64_t tail = len - at;
+              store_acc_partial(out + at, tail, load_acc_partial(out + at, tail) + sum[v]);
             }
           }
         }
