@@ -110,7 +110,7 @@ def record_first_scan(model: nn.Module, x: torch.Tensor):
     off for the recording, so the scan is recorded as that standard call."""
     calls = []
     original = kernels.selective_scan_kernel
-    original_lowrank = kernels.SelectiveScanLowRankFn
+    original_lowrank = kernels.lowrank_forward
 
     def record(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         if not calls:
@@ -125,24 +125,22 @@ def record_first_scan(model: nn.Module, x: torch.Tensor):
         return original(backend, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                         return_last_state)
 
-    class LowRankSpy:
-        @staticmethod
-        def apply(u, low, weight, A, B, C, D, z, delta_bias, delta_softplus):
-            delta = kernels.grouped_lowrank_delta(low, weight.to(u.dtype))
-            record(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-            return original_lowrank.apply(u, low, weight, A, B, C, D, z, delta_bias,
-                                          delta_softplus)
+    def lowrank_spy(u, low, weight, A, B, C, D, z, delta_bias, delta_softplus):
+        # (the kernel call of selective_scan_lowrank, with or without autograd)
+        delta = kernels.grouped_lowrank_delta(low, weight.to(u.dtype))
+        record(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return original_lowrank(u, low, weight, A, B, C, D, z, delta_bias, delta_softplus)
 
     routed = SelectiveScanRoutes.routed_kernel_applies
     kernels.selective_scan_kernel = spy
-    kernels.SelectiveScanLowRankFn = LowRankSpy
+    kernels.lowrank_forward = lowrank_spy
     SelectiveScanRoutes.routed_kernel_applies = lambda self, x: False
     try:
         with torch.inference_mode():
             model(x)
     finally:
         kernels.selective_scan_kernel = original
-        kernels.SelectiveScanLowRankFn = original_lowrank
+        kernels.lowrank_forward = original_lowrank
         SelectiveScanRoutes.routed_kernel_applies = routed
     if not calls:
         raise RuntimeError('the model made no compiled selective-scan call')
