@@ -45,7 +45,7 @@ import torch
 
 from .kernels import route_step_rows
 from .scan_patterns import _has_padding
-from .selective_scan import (cpu_kernel_applies, fused_inference_applies,
+from .selective_scan import (builds_graph, cpu_kernel_applies, fused_inference_applies,
                              selective_scan_lowrank)
 
 Tensor = torch.Tensor
@@ -73,7 +73,7 @@ def routed_training_applies(tensors, backend: Optional[str] = None) -> bool:
     tensors = [t for t in tensors if t is not None]
     if any(t.dtype != torch.float32 for t in tensors):
         return False
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+    if not builds_graph(tensors):
         return False
     return cpu_kernel_applies(tensors[0].device, backend, 'bwd_routes')
 

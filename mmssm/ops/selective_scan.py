@@ -183,6 +183,13 @@ def cpu_kernel_applies(device: torch.device, backend: Optional[str],
     return backend_available('cpu') and hasattr(load_backend('cpu'), entry)
 
 
+def builds_graph(tensors) -> bool:
+    """Whether an autograd graph is to be built through ``tensors`` (None entries
+    ignored): grad mode is on and one of them requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in tensors)
+
+
 def fused_inference_applies(tensors, backend: Optional[str], entry: Optional[str]) -> bool:
     """Whether a fused float32 inference kernel (see :func:`cpu_kernel_applies`) runs for
     ``tensors`` (None entries ignored): all are float32 and no autograd graph is to be
@@ -190,7 +197,7 @@ def fused_inference_applies(tensors, backend: Optional[str], entry: Optional[str
     tensors = [t for t in tensors if t is not None]
     if any(t.dtype != torch.float32 for t in tensors):
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if builds_graph(tensors):
         return False
     return cpu_kernel_applies(tensors[0].device, backend, entry)
 
@@ -334,7 +341,7 @@ def selective_scan_lowrank(
     # (u stands in for delta, which this path never forms: same shape, dtype, device)
     B, C = validate_inputs(u, u, A, B, C, D, z, delta_bias)
     inputs = (u, delta_lowrank, delta_weight, A, B, C, D, z, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    if builds_graph(inputs):
         from .kernels import SelectiveScanLowRankFn
         out, last_state = SelectiveScanLowRankFn.apply(*inputs, delta_softplus)
     else:  # no graph to build: the kernel alone (no autograd.Function round trip)

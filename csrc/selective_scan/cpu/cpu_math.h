@@ -371,22 +371,31 @@ MMSSM_INLINE void store_acc(in_t* p, const Vec<acc_of<in_t>>& v) {
 // The first `count` values at p (0 < count <= W), as load_acc would read them, with 0 in
 // the other lanes; and p[0 .. count) = the first `count` lanes of v, as store_acc would
 // write them. Nothing beyond p + count is read or written. float on AVX2 / AVX-512:
-// masked loads and stores; everything else through a zeroed register-sized buffer.
-// (Through the buffer a float tail cost a variable-length copy -- `rep movs` -- and a
-// wide load that cannot be forwarded from the copy's narrower stores: about 1 us per
-// tile of an N = 16 forward whose length is not a multiple of W, on AVX2.)
+// masked loads and stores (first_lanes: the mask of lanes [0, count)); everything else
+// through a zeroed register-sized buffer. (Through the buffer a float tail cost a
+// variable-length copy -- `rep movs` -- and a wide load that cannot be forwarded from
+// the copy's narrower stores: about 1 us per tile of an N = 16 forward whose length is
+// not a multiple of W, on AVX2.)
+#if MMSSM_CPU_ISA_LEVEL >= 4
+MMSSM_INLINE __mmask16 first_lanes(int64_t count) {
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+#elif MMSSM_CPU_ISA_LEVEL >= 3
+MMSSM_INLINE __m256i first_lanes(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 template <typename in_t>
 MMSSM_INLINE Vec<acc_of<in_t>> load_acc_partial(const in_t* p, int64_t count) {
 #if MMSSM_CPU_ISA_LEVEL >= 4
   if constexpr (std::is_same<in_t, float>::value) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1u);
-    return bitcast<VFloat>(_mm512_maskz_loadu_ps(mask, p));
+    return bitcast<VFloat>(_mm512_maskz_loadu_ps(first_lanes(count), p));
   }
 #elif MMSSM_CPU_ISA_LEVEL >= 3
   if constexpr (std::is_same<in_t, float>::value) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return bitcast<VFloat>(_mm256_maskload_ps(p, mask));
+    return bitcast<VFloat>(_mm256_maskload_ps(p, first_lanes(count)));
   }
 #endif
   constexpr int kW = kLanes<acc_of<in_t>>;
@@ -400,15 +409,12 @@ template <typename in_t>
 MMSSM_INLINE void store_acc_partial(in_t* p, int64_t count, const Vec<acc_of<in_t>>& v) {
 #if MMSSM_CPU_ISA_LEVEL >= 4
   if constexpr (std::is_same<in_t, float>::value) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1u);
-    _mm512_mask_storeu_ps(p, mask, bitcast<__m512>(v));
+    _mm512_mask_storeu_ps(p, first_lanes(count), bitcast<__m512>(v));
     return;
   }
 #elif MMSSM_CPU_ISA_LEVEL >= 3
   if constexpr (std::is_same<in_t, float>::value) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(p, mask, bitcast<__m256>(v));
+    _mm256_maskstore_ps(p, first_lanes(count), bitcast<__m256>(v));
     return;
   }
 #endif

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops.bidirectional import bidirectional_conv_silu, bidirectional_merge_gate
+from mmssm.ops.selective_scan import builds_graph
 from mmssm.registry import MODELS
 from ..layers import (DropPath, drop_path_rates, init_dt_projection, init_s4d_real,
                       pyramid_resample, scan_routes)
@@ -354,9 +355,7 @@ class BiMambaMixer(nn.Module):
                   self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
                   self.dt_proj.weight, self.dt_proj_b.weight, self.dt_proj.bias,
                   self.dt_proj_b.bias, self.A_log, self.A_b_log, self.D, self.D_b)
-        needs_graph = torch.is_grad_enabled() and any(
-            p is not None and p.requires_grad for p in params)
-        key = None if needs_graph else tuple(
+        key = None if builds_graph(params) else tuple(
             None if p is None else (p.data_ptr(), p._version, p.dtype, p.device)
             for p in params)
         cached = self.__dict__.get('_route_parameters')
