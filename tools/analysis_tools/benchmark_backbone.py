@@ -562,11 +562,15 @@ def interleaved_rounds(steps: Dict[str, Callable[[], None]], warmup: int, rounds
     return times
 
 
+def medians(rounds: Dict[str, List[float]]) -> Dict[str, float]:
+    """Median seconds of each step of :func:`interleaved_rounds`."""
+    return {name: statistics.median(t) for name, t in rounds.items()}
+
+
 def interleaved_medians(steps: Dict[str, Callable[[], None]], warmup: int, rounds: int,
                         clock: Callable[[], float]) -> Dict[str, float]:
     """Median seconds of each step over :func:`interleaved_rounds`."""
-    return {name: statistics.median(t)
-            for name, t in interleaved_rounds(steps, warmup, rounds, clock).items()}
+    return medians(interleaved_rounds(steps, warmup, rounds, clock))
 
 
 def round_spread(per_round: Sequence[float]) -> List[float]:
@@ -574,6 +578,12 @@ def round_spread(per_round: Sequence[float]) -> List[float]:
     round only): how far a slow spell on a shared machine moved it. The value from the
     medians always lies in this range (each round's times bound the medians' order)."""
     return [min(per_round), max(per_round)]
+
+
+def ratio_spread(numerator: Sequence[float], denominator: Sequence[float],
+                 scale: float = 1.0) -> List[float]:
+    """:func:`round_spread` of scale * numerator / denominator, round by round."""
+    return round_spread([scale * a / b for a, b in zip(numerator, denominator)])
 
 
 def load_average() -> str:
@@ -624,15 +634,10 @@ def run_peers(args) -> None:
         _trim_heap()
         return rounds, macs
 
-    def fraction_rounds(model_macs_, model_times, gemm_times):
-        """The fraction of the GEMM rate from each round's own calls."""
-        return [model_macs_ / t / (GEMM_CALLS * 1024 ** 3 / g)
-                for t, g in zip(model_times, gemm_times)]
-
     times_by_size = {}
     for size in args.sizes:
         rounds, macs = measure_size(size, names)
-        times = {n: statistics.median(t) for n, t in rounds.items()}
+        times = medians(rounds)
         times_by_size[size] = times
         # the GEMM rate of these rounds (measured between the models' calls)
         rate = GEMM_CALLS * 1024 ** 3 / times[GEMM]
@@ -650,14 +655,16 @@ def run_peers(args) -> None:
                 ratio = times[model] / times[peer]
                 report['targets'].append(dict(
                     target=f'{model} <= {bound:g}x {peer} at {size[0]}', value=ratio,
-                    met=ratio <= bound, load=load, rounds=round_spread(
-                        [t / p for t, p in zip(rounds[model], rounds[peer])])))
+                    met=ratio <= bound, load=load,
+                    rounds=ratio_spread(rounds[model], rounds[peer])))
         for n in models:
             frac = macs[n] / times[n] / rate
             report['targets'].append(dict(
                 target=f'{n} >= {GEMM_FRACTION_TARGET} of the GEMM rate at {size[0]}',
                 value=frac, met=frac >= GEMM_FRACTION_TARGET, load=load,
-                rounds=round_spread(fraction_rounds(macs[n], rounds[n], rounds[GEMM]))))
+                # MACs / time / (GEMM MACs / GEMM time), round by round
+                rounds=ratio_spread(rounds[GEMM], rounds[n],
+                                    macs[n] / (GEMM_CALLS * 1024 ** 3))))
 
     first = models[0]
     if args.growth_size and (224, 224) in times_by_size:
@@ -677,7 +684,7 @@ def run_peers(args) -> None:
         built = {n: build_any(n, (224, 224), train=True) for n in (first, 'swin-t')}
         steps = {n: make_step(m, x, 'train', None) for n, m in built.items()}
         rounds = interleaved_rounds(steps, args.warmup, args.iters, clock)
-        times = {n: statistics.median(t) for n, t in rounds.items()}
+        times = medians(rounds)
         ratio = times[first] / times['swin-t']
         load = load_average()
         print(f'# training step (batch {args.train_batch}, 224): {first} '
@@ -685,9 +692,8 @@ def run_peers(args) -> None:
               f'{ratio:.2f}x (load {load})', flush=True)
         report['targets'].append(dict(target=f'training step {first} <= {TRAIN_TARGET:g}x '
                                              'swin-t', value=ratio, met=ratio <= TRAIN_TARGET,
-                                      load=load, rounds=round_spread(
-                                          [t / p for t, p in zip(rounds[first],
-                                                                 rounds['swin-t'])])))
+                                      load=load,
+                                      rounds=ratio_spread(rounds[first], rounds['swin-t'])))
         del built, steps
         _trim_heap()
 
