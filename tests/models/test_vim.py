@@ -586,3 +586,30 @@ def test_mixer_reuses_stacked_parameters_until_one_changes():
         fresh.double()
         assert fresh.route_parameters()[5].dtype == torch.float64
         assert torch.allclose(fresh(x.double()), y1.double(), atol=1e-5)
+
+
+def test_mixer_drops_stacked_parameters_on_module_conversion():
+    """A dtype / device round trip (half() then float()) replaces every parameter's
+    data, possibly at a freed address with version 0 -- a match for the cache key of the
+    original tensor. The conversion itself drops the cache, so the stacked copy of the
+    unrounded fp32 values is never reused for the half-rounded ones."""
+    from mmssm.models.backbones.vim import BiMambaMixer
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(8, d_state=4).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(1e-3)  # values that half() rounds
+        mixer(x)
+        assert mixer.__dict__.get('_route_parameters') is not None
+        mixer.half()
+        assert '_route_parameters' not in mixer.__dict__
+        mixer(x.half())
+        mixer.float()
+        assert '_route_parameters' not in mixer.__dict__
+        rounded = mixer.route_parameters()
+        assert torch.equal(rounded[2], torch.stack([mixer.x_proj.weight,
+                                                    mixer.x_proj_b.weight]))
+        fresh = BiMambaMixer(8, d_state=4).eval()
+        fresh.load_state_dict(mixer.state_dict())
+        assert torch.equal(mixer(x), fresh(x))

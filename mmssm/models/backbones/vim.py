@@ -371,6 +371,15 @@ class BiMambaMixer(nn.Module):
         self.__dict__['_route_parameters'] = None if key is None else (key, stacked)
         return stacked
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .half() / .float() / .cuda() swap every parameter's data; a round trip
+        # such as half() then float() can put a fresh tensor (version 0) at a freed
+        # address, which the cache key above would take for the original. Drop the cache
+        # instead of relying on the key there. (Assigning ``p.data`` by hand bypasses this
+        # hook: call ``_apply(lambda t: t)`` afterwards, or run one grad-enabled forward.)
+        self.__dict__.pop('_route_parameters', None)
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, hidden: Tensor) -> Tensor:
         batch, length, channels = hidden.shape
         if channels != self.embed_dims:
