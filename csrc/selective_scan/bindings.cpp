@@ -11,6 +11,7 @@
 // copied; everything else is checked and rejected with a message naming the argument.
 // chunk_states: (batch, dim, ceil(L / 64), N) accumulation dtype, the state after every
 // 64-step chunk; bwd also accepts None or an empty tensor (then it recomputes them).
+#include <cmath>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "rms_norm.h"
 #include "route_conv.h"
 #include "scan.h"
 
@@ -600,6 +602,45 @@ Tensor route_merge_gate(const Tensor& ys, const std::optional<Tensor>& z, double
   return out;
 }
 
+// The fused RMSNorm (rms_norm.h): x (..., C), weight (C,), float32 -> (..., C)
+// contiguous.
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  const char* op = "rms_norm cpu: ";
+  TORCH_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) >= 1, op,
+              "x must be (..., C) with C >= 1, got ",
+              x.defined() ? shape_str(x) : std::string("undefined"));
+  check_float_cpu(op, x, "x");
+  const int64_t channels = x.size(-1);
+  TORCH_CHECK(weight.defined(), op, "weight is undefined");
+  check_float_cpu(op, weight, "weight");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == channels, op, "weight must be (",
+              channels, ",) like the last axis of x ", shape_str(x), ", got ",
+              shape_str(weight));
+  TORCH_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and >= 0, got ",
+              eps);
+  // (rows, C) with unit channel stride: a view where the leading axes allow one
+  Tensor rows = x.reshape({-1, channels});
+  if (rows.size(0) > 1 && channels > 1 && rows.stride(1) != 1) rows = rows.contiguous();
+  if (rows.size(0) > 1 && rows.stride(0) < channels) rows = rows.contiguous();
+  Tensor wc = weight.contiguous();
+  Tensor out = at::empty(x.sizes(), x.options());
+  mmssm::RmsNormParams p;
+  p.rows = rows.size(0);
+  p.channels = channels;
+  p.x = rows.data_ptr<float>();
+  p.x_row_stride = rows.size(0) > 1 ? rows.stride(0) : channels;
+  p.weight = wc.data_ptr<float>();
+  p.eps = static_cast<float>(eps);
+  p.out = out.data_ptr<float>();
+  p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
+  {
+    pybind11::gil_scoped_release no_gil;
+    mmssm::rms_norm_fwd_cpu(p);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -666,6 +707,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "silu(z) * scale, ys (B, 2, D, L), z (B, D, L) or None, float32 (see "
         "csrc/selective_scan/route_conv.h)",
         pybind11::arg("ys"), pybind11::arg("z"), pybind11::arg("scale"));
+  m.def("rms_norm", &rms_norm,
+        "rms_norm(x, weight, eps) -> out: x / sqrt(mean(x^2 over the last axis) + eps) * "
+        "weight, x (..., C), weight (C,), float32 (see csrc/selective_scan/rms_norm.h)",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("eps"));
   m.def("bwd", &bwd,
         "bwd(u, delta, A, B, C, D, z, delta_bias, dout, chunk_states, delta_softplus) -> "
         "[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]",

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../rms_norm.h"
 #include "../route_conv.h"
 #include "../scan.h"
 
@@ -172,6 +173,8 @@ struct Kernels {
   void (*bwd_routes_item)(const SelectiveScanBwdParams& p, const TileGrid& grid,
                           const RoutesBwdItem& item, const RoutesBwdPartials& part,
                           void* scratch);
+  // The fused RMSNorm (rms_norm.h, float32): rows [begin, end).
+  void (*rms_norm_rows)(const RmsNormParams& p, int64_t begin, int64_t end);
 };
 
 namespace isa_generic {

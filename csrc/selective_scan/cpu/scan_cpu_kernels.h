@@ -41,6 +41,7 @@
 #include "cpu_math.h"
 #include "scan_cpu_common.h"
 #include "simd.h"
+#include "rms_norm_kernels.h"
 #include "route_conv_kernels.h"
 
 namespace mmssm {
@@ -1191,7 +1192,8 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
                            bwd_item_entry,   route_conv_scratch_bytes,               \
                            route_conv_rows,  route_merge_scratch_bytes,              \
                            route_merge_rows, fwd_routes_entry,                       \
-                           bwd_routes_scratch_bytes, bwd_routes_entry};              \
+                           bwd_routes_scratch_bytes, bwd_routes_entry,               \
+                           rms_norm_rows};                                           \
   }                                                                               \
   }                                                                               \
   }

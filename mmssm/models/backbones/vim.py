@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmssm.ops.bidirectional import bidirectional_conv_silu, bidirectional_merge_gate
+from mmssm.ops.norm import rms_norm
 from mmssm.ops.selective_scan import builds_graph
 from mmssm.registry import MODELS
 from ..layers import (DropPath, drop_path_rates, init_dt_projection, init_s4d_real,
@@ -225,9 +226,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: Tensor, out_dtype: Optional[torch.dtype] = None) -> Tensor:
-        x32 = _upcast(x)
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(x32.dtype)).to(out_dtype or x.dtype)
+        # (mmssm.ops.rms_norm: one fused pass on CPU float32 inference)
+        return rms_norm(x, self.weight, self.eps).to(out_dtype or x.dtype)
 
     def extra_repr(self) -> str:
         return f'{self.weight.shape[0]}, eps={self.eps}'
