@@ -8,9 +8,10 @@ Two implementations of this one function:
   as torch ops, in float32 for reduced-precision inputs (float64 stays float64);
 * **fused** (CPU, float32, no autograd graph to build: inference): ``mmssm._C.rms_norm``,
   one pass over each row in cache instead of five whole-tensor passes -- at Vim-Ti's
-  (197, 192) tokens about 15 us against the composite's 80-100 us on one core of an
-  AVX2 EPYC VM, about 2 ms of a 224 x 224 forward (docs/benchmarks.md). Its sum of
-  squares is formed in another order, so results equal the composite's up to rounding.
+  (197, 192) tokens the kernel takes about 13 us against the composite's 50-100 us on
+  one core of an AVX2 EPYC VM; Vim-Ti's forward at 224 is 1-2 % faster
+  (docs/benchmarks.md). Its sum of squares is formed in another order, so results
+  equal the composite's up to rounding.
 
 The fused path follows the selective-scan backend choice (``backend`` /
 :func:`~mmssm.ops.scan_backend` / ``MMSSM_SCAN_BACKEND``): ``'torch'`` keeps the
