@@ -613,3 +613,30 @@ def test_mixer_drops_stacked_parameters_on_module_conversion():
         fresh = BiMambaMixer(8, d_state=4).eval()
         fresh.load_state_dict(mixer.state_dict())
         assert torch.equal(mixer(x), fresh(x))
+
+
+def test_mixer_reads_computed_direction_parameters():
+    """A parametrized weight (not in its module's parameter dict) is read by attribute,
+    in inference and training, and a change of the underlying parameter is seen."""
+    import torch.nn.utils.parametrize as parametrize
+    from mmssm.models.backbones.vim import BiMambaMixer
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(8, d_state=4).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        plain = mixer(x)
+        parametrize.register_parametrization(mixer.x_proj_b, 'weight', Doubled())
+        stacked = mixer.route_parameters()
+        assert torch.equal(stacked[2][1], 2 * mixer.x_proj_b.parametrizations.weight.original)
+        doubled = mixer(x)
+        assert not torch.allclose(plain, doubled)
+        mixer.x_proj_b.parametrizations.weight.original.mul_(0.5)  # back to the plain one
+        assert torch.allclose(mixer(x), plain, atol=1e-6)
+    mixer.train()
+    mixer(x).sum().backward()
+    assert mixer.x_proj_b.parametrizations.weight.original.grad is not None
