@@ -262,6 +262,20 @@ def test_benchmark_scan_writes_json_and_markdown(tmp_path, capsys):
     assert 'vmamba_t_s4' in capsys.readouterr().out
 
 
+def test_benchmark_scan_heap_policy(capsys, monkeypatch):
+    """CPU runs keep glibc's heap steady by default (as benchmark_backbone.py does) and
+    say so in the title; --heap default leaves the policy alone."""
+    scan = load_tool('tools/analysis_tools/benchmark_scan.py')
+    taken = []
+    monkeypatch.setattr(scan, 'steady_heap', lambda: taken.append(1) or True)
+    argv = ['--device', 'cpu', '--shapes', 'vmamba_t_s4', '--backends', 'torch',
+            '--budget', '0', '--min-reps', '1', '--max-reps', '1']
+    scan.main(argv)
+    assert taken == [1] and 'glibc heap kept between calls' in capsys.readouterr().out
+    scan.main(argv + ['--heap', 'default'])
+    assert taken == [1] and 'glibc heap kept' not in capsys.readouterr().out
+
+
 def test_interleaved_ratios_alternate_the_order():
     scan = load_tool('tools/analysis_tools/benchmark_scan.py')
     clock, order = [0.0], []

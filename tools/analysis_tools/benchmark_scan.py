@@ -35,6 +35,7 @@ from typing import Callable, List, Optional
 
 import torch
 
+from mmssm.apis.cpu_heap import steady_heap
 from mmssm.ops import kernels, selective_scan
 from mmssm.ops.kernels import SelectiveScanFn, backend_available
 
@@ -322,6 +323,12 @@ def parse_args(argv: Optional[List[str]] = None):
                              'the table, measured one after the other, are not)')
     parser.add_argument('--round-calls', type=int, default=10,
                         help='calls of each build per round of --rounds (default 10)')
+    parser.add_argument('--heap', choices=['steady', 'default'], default='steady',
+                        help="CPU: 'steady' keeps freed memory in glibc's heap between "
+                             'calls (mmssm.apis.cpu_heap, as benchmark_backbone.py does), so '
+                             'a call does not page-fault its outputs in afresh -- at the '
+                             'detection shape (L = 64,000) that was half of the forward; '
+                             "'default': glibc's own policy")
     parser.add_argument('--timer', choices=['wall', 'process'], default='wall',
                         help="'process': CPU time of this process instead of wall time; "
                              'with --threads 1 it measures the work alone on a shared, '
@@ -376,6 +383,8 @@ def main(argv: Optional[List[str]] = None):
             floor_note = f'floor bandwidth {args.hbm_bandwidth / 1e12:.2f} TB/s (--hbm-bandwidth)'
     else:
         where = f'{torch.get_num_threads()} threads, {args.timer} time'
+        if args.heap == 'steady' and steady_heap():
+            where += ', glibc heap kept between calls'
         if 'cpu' in backends:
             from mmssm.ops.kernels import load_backend
             where += f', kernels for {load_backend("cpu").cpu_isa()}'
