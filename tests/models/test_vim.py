@@ -617,7 +617,9 @@ def test_mixer_drops_stacked_parameters_on_module_conversion():
 
 def test_mixer_reads_computed_direction_parameters():
     """A parametrized weight (not in its module's parameter dict) is read by attribute,
-    in inference and training, and a change of the underlying parameter is seen."""
+    in inference and training, and a change of the underlying parameter is seen: with a
+    computed parameter nothing is cached (a fresh tensor per read can reuse the last
+    one's address and version, which a cache key would take for the same tensor)."""
     import torch.nn.utils.parametrize as parametrize
     from mmssm.models.backbones.vim import BiMambaMixer
 
@@ -633,6 +635,7 @@ def test_mixer_reads_computed_direction_parameters():
         parametrize.register_parametrization(mixer.x_proj_b, 'weight', Doubled())
         stacked = mixer.route_parameters()
         assert torch.equal(stacked[2][1], 2 * mixer.x_proj_b.parametrizations.weight.original)
+        assert mixer.__dict__.get('_route_parameters') is None  # not cached
         doubled = mixer(x)
         assert not torch.allclose(plain, doubled)
         mixer.x_proj_b.parametrizations.weight.original.mul_(0.5)  # back to the plain one

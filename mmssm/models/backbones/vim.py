@@ -351,18 +351,20 @@ class BiMambaMixer(nn.Module):
                             ('dt_proj_b', 'bias'), (None, 'A_log'), (None, 'A_b_log'),
                             (None, 'D'), (None, 'D_b'))
 
-    def _direction_parameters(self) -> Tuple[Optional[Tensor], ...]:
-        """The tensors of :attr:`DIRECTION_PARAMETERS`, read from the modules' parameter
-        dicts (``nn.Module.__getattr__`` costs 1-2 us per nested lookup: 14 per block and
-        forward, about 0.5 ms of Vim-Ti's), or by attribute where a submodule computes one
-        (a parametrization, weight norm)."""
+    def _direction_parameters(self) -> Tuple[Tuple[Optional[Tensor], ...], bool]:
+        """(the tensors of :attr:`DIRECTION_PARAMETERS`, whether they are all stored
+        parameters). Read from the modules' parameter dicts (``nn.Module.__getattr__``
+        costs 1-2 us per nested lookup: 14 per block and forward, about 0.5 ms of
+        Vim-Ti's), or by attribute where a submodule computes one (a parametrization):
+        then False, as a computed tensor is new on every read and may land at the address
+        of the last one with the same version, so no cache key can tell them apart."""
         modules, own = self._modules, self._parameters
         try:
             return tuple(own[name] if owner is None else modules[owner]._parameters[name]
-                         for owner, name in self.DIRECTION_PARAMETERS)
+                         for owner, name in self.DIRECTION_PARAMETERS), True
         except KeyError:
             return tuple(getattr(self if owner is None else getattr(self, owner), name)
-                         for owner, name in self.DIRECTION_PARAMETERS)
+                         for owner, name in self.DIRECTION_PARAMETERS), False
 
     def route_parameters(self) -> Tuple[Tensor, ...]:
         """Both directions' parameters stacked as the one grouped conv / scan wants them:
@@ -372,8 +374,8 @@ class BiMambaMixer(nn.Module):
         parameter changes (its storage or version: an optimizer step, load_state_dict,
         ``.to()``), so inference does not rebuild them in every block of every forward.
         """
-        params = self._direction_parameters()
-        key = None if builds_graph(params) else tuple(
+        params, stored = self._direction_parameters()
+        key = None if not stored or builds_graph(params) else tuple(
             None if p is None else (p.data_ptr(), p._version, p.dtype, p.device)
             for p in params)
         cached = self.__dict__.get('_route_parameters')
