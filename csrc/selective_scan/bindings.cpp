@@ -618,9 +618,9 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
               shape_str(weight));
   TORCH_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and >= 0, got ",
               eps);
-  // (rows, C) with unit channel stride: a view where the leading axes allow one
-  Tensor rows = x.reshape({-1, channels});
-  if (rows.size(0) > 1 && channels > 1 && rows.stride(1) != 1) rows = rows.contiguous();
+  // (rows, C) with unit channel stride (also for a single row): a view where the leading
+  // axes allow one
+  Tensor rows = last_dim_contiguous(x.reshape({-1, channels}));
   if (rows.size(0) > 1 && rows.stride(0) < channels) rows = rows.contiguous();
   Tensor wc = weight.contiguous();
   Tensor out = at::empty(x.sizes(), x.options());

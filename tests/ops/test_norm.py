@@ -55,14 +55,16 @@ def test_strided_inputs_and_eps(monkeypatch):
     x, weight = make((4, 6), 40, seed=3)
     with torch.no_grad():
         for view in (x.transpose(0, 1), x[::2], x[:, 1:], x.expand(2, 4, 6, 40),
-                     x.transpose(1, 2).contiguous().transpose(1, 2)):  # strided C: a copy
+                     x.transpose(1, 2).contiguous().transpose(1, 2),  # strided C: a copy
+                     x.transpose(1, 2).contiguous()[0, :, 0],  # one row, strided C
+                     x.transpose(1, 2).contiguous()[:1, :, 0]):
             assert_close(rms_norm(view, weight, 1e-5), reference(view, weight, 1e-5))
         tiny = torch.full((3, 8), 1e-4)  # the mean square is below eps: eps matters
         assert_close(rms_norm(tiny, weight[:8], 1e-2), reference(tiny, weight[:8], 1e-2))
         zeros = torch.zeros(2, 9)
         assert torch.equal(rms_norm(zeros, weight[:9], 0.0).isnan(),
                            reference(zeros, weight[:9], 0.0).isnan())  # 0 / 0, as torch
-    assert len(calls) == 7
+    assert len(calls) == 9
 
 
 @needs_c
