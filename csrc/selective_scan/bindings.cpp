@@ -35,6 +35,16 @@ void run_on_torch_pool(int32_t workers, void (*body)(void* ctx, int32_t worker),
   });
 }
 
+// Runs a torch-free row-op driver (route_conv.h, rms_norm.h) on p: its workers on torch's
+// pool, the GIL released while it runs.
+template <typename Params>
+void run_row_driver(Params& p, void (*driver)(const Params&)) {
+  p.num_threads = at::get_num_threads();
+  p.run_workers = &run_on_torch_pool;
+  pybind11::gil_scoped_release no_gil;
+  driver(p);
+}
+
 std::string shape_str(const Tensor& t) {
   std::string s = "(";
   for (int64_t i = 0; i < t.dim(); ++i) {
@@ -556,12 +566,7 @@ Tensor route_conv_silu(const Tensor& x, const Tensor& weight,
   p.weight = wc.data_ptr<float>();
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
   p.out = out.data_ptr<float>();
-  p.num_threads = at::get_num_threads();
-  p.run_workers = &run_on_torch_pool;
-  {
-    pybind11::gil_scoped_release no_gil;
-    mmssm::route_conv_silu_fwd_cpu(p);
-  }
+  run_row_driver(p, &mmssm::route_conv_silu_fwd_cpu);
   return out;
 }
 
@@ -593,12 +598,7 @@ Tensor route_merge_gate(const Tensor& ys, const std::optional<Tensor>& z, double
   }
   p.scale = static_cast<float>(scale);
   p.out = out.data_ptr<float>();
-  p.num_threads = at::get_num_threads();
-  p.run_workers = &run_on_torch_pool;
-  {
-    pybind11::gil_scoped_release no_gil;
-    mmssm::route_merge_gate_fwd_cpu(p);
-  }
+  run_row_driver(p, &mmssm::route_merge_gate_fwd_cpu);
   return out;
 }
 
@@ -632,12 +632,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   p.weight = wc.data_ptr<float>();
   p.eps = static_cast<float>(eps);
   p.out = out.data_ptr<float>();
-  p.num_threads = at::get_num_threads();
-  p.run_workers = &run_on_torch_pool;
-  {
-    pybind11::gil_scoped_release no_gil;
-    mmssm::rms_norm_fwd_cpu(p);
-  }
+  run_row_driver(p, &mmssm::rms_norm_fwd_cpu);
   return out;
 }
 
