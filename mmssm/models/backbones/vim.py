@@ -370,9 +370,11 @@ class BiMambaMixer(nn.Module):
         """Both directions' parameters stacked as the one grouped conv / scan wants them:
         (conv weight, conv bias or None, x_proj, dt_proj weight, dt_proj bias, A_log, D).
 
-        Built anew whenever autograd needs them; otherwise built once and reused until a
-        parameter changes (its storage or version: an optimizer step, load_state_dict,
-        ``.to()``), so inference does not rebuild them in every block of every forward.
+        Built anew whenever autograd needs them or a submodule computes one of them (see
+        :meth:`_direction_parameters`); otherwise built once and reused until a parameter
+        changes (its storage or version: an optimizer step, load_state_dict; ``.to()``
+        drops them, see :meth:`_apply`), so inference does not rebuild them in every
+        block of every forward.
         """
         params, stored = self._direction_parameters()
         key = None if not stored or builds_graph(params) else tuple(
