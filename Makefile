@@ -39,8 +39,10 @@ help:
 env:
 	@tools/setup_env.sh
 
+# --durations: the 20 slowest tests end the report (what a fresh run under CI's limit
+# has to watch)
 test: env
-	$(PY) -m pytest tests $(PYTEST_XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(PYTEST_XDIST) --durations=20 $(PYTEST_ARGS)
 
 test-fast: env
 	$(PY) -m pytest tests -m 'not slow' $(PYTEST_XDIST) $(PYTEST_ARGS)

@@ -1,10 +1,10 @@
 """A training process killed while it writes a checkpoint can be resumed (issue 11.3).
 
-``tools/train.py`` runs in a child process whose ``torch.save`` is made slow (the bytes
-trickle out in small chunks), with ``max_keep_ckpts=1`` as in the demo configs. The test
-SIGKILLs it in the middle of writing its second checkpoint, then checks what a user
-finds: the first checkpoint intact, ``last_checkpoint`` naming it, no truncated ``.pth``;
-``--resume`` then continues from it to the end.
+``tools/train.py`` runs in a child process whose ``torch.save`` is made slow (from its
+second save on, the bytes trickle out in small chunks), with ``max_keep_ckpts=1`` as in
+the demo configs. The test SIGKILLs it in the middle of writing its second checkpoint,
+then checks what a user finds: the first checkpoint intact, ``last_checkpoint`` naming
+it, no truncated ``.pth``; ``--resume`` then continues from it to the end.
 """
 import os
 import os.path as osp
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'fpn_msvmamba_demo.py')
 
-# Runs tools/train.py with a torch.save that writes 4 KiB every 5 ms and announces each
-# save by creating <work_dir>/saving_<n> before its first byte.
+# Runs tools/train.py with a torch.save that announces each save by creating
+# <work_dir>/saving_<n> before its first byte and, from the second save on, writes 4 KiB
+# every 5 ms.
 SLOW_TRAIN = r'''
 import io, os, runpy, sys, time
 import torch
@@ -40,10 +41,13 @@ def slow_save(obj, f, *args, **kwargs):
     open(os.path.join(work_dir, 'saving_%d' % count[0]), 'w').close()
     out = open(f, 'wb') if isinstance(f, (str, os.PathLike)) else f
     data = buffer.getvalue()
-    for start in range(0, len(data), 4096):
-        out.write(data[start:start + 4096])
+    # only the second save (the one killed) trickles; the first is written at once
+    step = 4096 if count[0] >= 2 else len(data) or 1
+    for start in range(0, len(data), step):
+        out.write(data[start:start + step])
         out.flush()
-        time.sleep(0.005)
+        if count[0] >= 2:
+            time.sleep(0.005)
     if out is not f:
         out.close()
 

@@ -21,6 +21,10 @@
 #                    requirements/constraints.txt.
 #   3. build         `setup.py build` out of tree (.cache/cuda-build), so the in-place CPU
 #                    build of .venv is left alone; ninja, MAX_JOBS jobs, incremental.
+#                    mmssm._C and mmssm._C_cuda are built; the ONNX Runtime operator
+#                    library is not (MMSSM_WITH_ORT=0 unless set): it includes no torch
+#                    header, so it builds the same against any torch, and `make env`
+#                    builds it already (it would add a third of the build time here).
 #   4. checks        import mmssm._C_cuda (all symbols resolve: extensions load RTLD_NOW),
 #                    the 'cuda' backend loads, fwd/bwd and selective_scan(backend='cuda')
 #                    raise the "no CUDA device" error here, and (cuobjdump, when one is
@@ -34,6 +38,7 @@
 #   MMSSM_CUDA_BUILD     build directory (default <repo>/.cache/cuda-build)
 #   TORCH_CUDA_ARCH_LIST architectures (default: setup.py's, Turing..Hopper + sm_90 PTX)
 #   MAX_JOBS             parallel compile jobs (default 2)
+#   MMSSM_WITH_ORT       1 builds the ONNX Runtime operator library too (default 0)
 #   CUDA_HOME            CUDA toolkit (default: the one of the nvcc on PATH, or /usr/local/cuda)
 #
 # Exit status: 0 all checks passed; 1 a check or the build failed; 2 no nvcc (nothing can
@@ -50,6 +55,7 @@ WHEELS="${MMSSM_CUDA_WHEELS:-$(dirname "$VENV")/wheels}"
 BUILD="${MMSSM_CUDA_BUILD:-$ROOT/.cache/cuda-build}"
 REQ="$ROOT/requirements"
 export MAX_JOBS="${MAX_JOBS:-2}"
+export MMSSM_WITH_ORT="${MMSSM_WITH_ORT:-0}"
 
 log() { printf '[check_cuda_build] %s\n' "$*" >&2; }
 die() { local code="$1"; shift; printf '[check_cuda_build] ERROR: %s\n' "$*" >&2; exit "$code"; }
