@@ -231,6 +231,35 @@ def test_deterministic_across_thread_counts():
     assert torch.equal(one, two)
 
 
+@pytest.mark.parametrize('pattern,size,channels,dstate,rank,batch', [
+    ('cross', (7, 9), 40, 1, 3, 2), ('cross', (9, 8), 19, 16, 6, 2),
+    ('atrous', (5, 7), 44, 4, 2, 1), ('multiscale_low', (6, 5), 64, 1, 2, 1)])
+def test_items_of_one_or_two_tiles_compute_the_same(pattern, size, channels, dstate, rank,
+                                                    batch):
+    """The routed forward's items are two channel tiles on one thread (at least 4 tiles in
+    all here) and one tile on 16 (fewer than 64 tiles): the same outputs, chunk states and
+    gradients, bit for bit; odd tile counts and partial last tiles included."""
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-12)):
+        case = make_case(pattern, size, channels, dstate, rank, batch, dtype)
+        with torch.no_grad():
+            pairs, singles = for_thread_counts(
+                lambda: load_backend('cpu').fwd_routes(*(case[k] for k in ARGS), True, True),
+                counts=(1, 16))
+        assert torch.equal(pairs, singles)
+        expected = definition(pattern, size, {k: v.double() if v.is_floating_point() else v
+                                              for k, v in case.items()})
+        torch.testing.assert_close(pairs.double(), expected, rtol=tol, atol=tol)
+
+    def step():
+        return _gradients(lambda c: selective_scan_routes(**c, delta_softplus=True),
+                          make_case(pattern, size, channels, dstate, rank, batch))
+
+    (out1, grads1), (out16, grads16) = for_thread_counts(step, counts=(1, 16))
+    assert torch.equal(out1, out16)
+    for name in grads1:
+        assert torch.equal(grads1[name], grads16[name]), name
+
+
 def test_training_kernels_deterministic_across_thread_counts():
     case = make_case('cross', (24, 24), 64, 1, 6, 2)
 

@@ -22,6 +22,17 @@ namespace cpu {
 
 // Time steps per block (= the chunk of the saved chunk states).
 constexpr int64_t kBlock = kCpuChunkSize;
+// Channel tiles per item of the routed forward, at most: two tiles of float32 are 16
+// (AVX2) or 32 (AVX-512) floats, one or two whole cache lines of a token's row, read once
+// per route instead of once per tile (docs/benchmarks.md). The driver takes one tile per
+// item where larger items would leave a thread fewer than two (route_item_tiles).
+constexpr int64_t kRouteItemTiles = 2;
+
+// Tiles per item of the routed forward for `tiles` tiles in all on `threads` threads.
+// Which it is changes no result (an item computes each channel as one tile alone).
+inline int64_t route_item_tiles(int64_t tiles, int64_t threads) {
+  return tiles >= 2 * kRouteItemTiles * std::max<int64_t>(1, threads) ? kRouteItemTiles : 1;
+}
 // A block is a whole number of W x W squares for every tile width W (<= 16).
 static_assert(kBlock % 16 == 0, "kBlock must be a multiple of 16");
 
@@ -164,10 +175,11 @@ struct Kernels {
   int64_t (*route_merge_scratch_bytes)(const RouteMergeParams& p);
   void (*route_merge_rows)(const RouteMergeParams& p, int64_t begin, int64_t end,
                            void* scratch);
-  // One (batch b, channel tile) item of the routed forward (scan.h: route_index; float32
-  // and float64 inputs).
+  // One item of the routed forward (scan.h: route_index; float32 and float64 inputs):
+  // channel tiles [first, first + count) of every group of batch element b, count <=
+  // kRouteItemTiles.
   void (*fwd_routes_item)(const SelectiveScanFwdParams& p, const TileGrid& grid, int64_t b,
-                          int64_t tile, void* scratch);
+                          int64_t first, int64_t count, void* scratch);
   // The routed backward: scratch bytes per worker and one work item.
   int64_t (*bwd_routes_scratch_bytes)(const SelectiveScanBwdParams& p);
   void (*bwd_routes_item)(const SelectiveScanBwdParams& p, const TileGrid& grid,

@@ -31,10 +31,13 @@ void selective_scan_fwd_routes_cpu(const SelectiveScanFwdParams& p) {
   const Kernels& k = kernels_for(p);
   const TileGrid grid(p, k.tile_width(p));
   if (p.seqlen == 0 || grid.tiles == 0) return;
-  run_items(p, p.batch * grid.tiles_per_group, p.batch * p.dim * p.seqlen * p.dstate,
+  const int64_t per_item = route_item_tiles(p.batch * grid.tiles_per_group, p.num_threads);
+  const int64_t items = (grid.tiles_per_group + per_item - 1) / per_item;
+  run_items(p, p.batch * items, p.batch * p.dim * p.seqlen * p.dstate,
             k.fwd_scratch_bytes(p), [&](int64_t i, void* scratch) {
-              k.fwd_routes_item(p, grid, i / grid.tiles_per_group, i % grid.tiles_per_group,
-                                scratch);
+              const int64_t first = i % items * per_item;
+              k.fwd_routes_item(p, grid, i / items, first,
+                                std::min(per_item, grid.tiles_per_group - first), scratch);
             });
 }
 

@@ -448,8 +448,9 @@ __attribute__((noinline)) void fwd_tile(const SelectiveScanFwdParams& p, const T
 // tile are W consecutive floats of a token's row, so step i of a route is one vector
 // load of the token index[i] (no transpose, no gathered copy of the map) and its output
 // one vector add into that token's row. The per-token low-rank delta / B / C rows are read
-// at index[i] too. An item is one (batch, channel tile) and walks the routes in order,
-// so the sum over routes is formed in a fixed order by one worker.
+// at index[i] too. An item is one to kRouteItemTiles channel tiles of one batch element
+// and walks the routes in order, so the sum over routes is formed in a fixed order by one
+// worker.
 
 // Lane row `lanes` <= W values at p, as a vector (0 in missing lanes).
 template <typename in_t>
@@ -542,67 +543,109 @@ MMSSM_INLINE void route_rows(const SelectiveScanFwdParams& p, const in_t* low, c
   }
 }
 
-// One (batch, channel tile) item of the routed forward: the tile's channels in every
-// route g = 0 .. G-1, added into out (zero-initialised by the caller), or with
-// route_merge false stored per route step.
+// Per-channel constants and state of one tile of a routed forward item (the first
+// tile's live in FwdScratch, the others after it: routes_fwd_scratch_bytes).
+template <typename acc_t>
+struct RouteTileState {
+  using V = Vec<acc_t>;
+  Tile t;
+  V *A2, *h, *W;  // (n), (n), (r)
+  V bias, Dv;
+  bool bounded;
+  acc_t* saved;  // chunk states of the tile's first channel, or null
+};
+
+// One item of the routed forward: `count` (<= kRouteItemTiles) consecutive channel tiles
+// from `first` of one batch element in every route g = 0 .. G-1, added into out
+// (zero-initialised by the caller), or with route_merge false stored per route step.
+// The tiles of an item are adjacent floats of every token row, so a block's token rows
+// are read (and its output rows updated) by one item while they are in cache, and the
+// block's low-rank delta / B / C rows, which do not depend on the channel, are read once
+// for all of them. Each channel's arithmetic, and the order in which the routes are added
+// into a token's row, is that of one tile alone.
 template <typename in_t, int kN>
 __attribute__((noinline)) void fwd_routes_item(const SelectiveScanFwdParams& p,
                                                const TileGrid& grid, int64_t b,
-                                               int64_t tile, void* scratch) {
+                                               int64_t first, int64_t count,
+                                               void* scratch) {
   using acc_t = acc_of<in_t>;
   using V = Vec<acc_t>;
   const int64_t n = kN > 0 ? kN : p.dstate;
   const int64_t L = p.seqlen, E = grid.per_group;
   const int64_t rank = p.delta_rank;
   FwdScratch<acc_t> s(scratch, n, rank);
+  V* more = reinterpret_cast<V*>(static_cast<char*>(scratch) +
+                                 FwdScratch<acc_t>::bytes(n, rank));
+  RouteTileState<acc_t> tiles[kRouteItemTiles];
+  for (int64_t k = 0; k < count; ++k) {
+    RouteTileState<acc_t>& ts = tiles[k];
+    ts.A2 = k == 0 ? s.A2 : more + (k - 1) * (2 * n + rank);
+    ts.h = k == 0 ? s.h : ts.A2 + n;
+    ts.W = k == 0 ? s.W : ts.h + n;
+  }
   const in_t* x = static_cast<const in_t*>(p.u) + b * p.u_batch_stride;
   in_t* out = static_cast<in_t*>(p.out) + b * p.tokens * E;                 // merged
   in_t* out_routes = static_cast<in_t*>(p.out) + b * p.n_groups * L * E;  // per step
 
   for (int64_t g = 0; g < p.n_groups; ++g) {
-    const Tile t = grid.at(b, g, tile);
-    const int64_t e0 = t.d0 - g * E, lanes = t.lanes;
     const int64_t* route = p.route_index + g * L;
     const RouteInputs<in_t> in(p, b, g);
     const in_t *low = in.low, *B = in.B, *C = in.C;
-    lane_constants(static_cast<const acc_t*>(p.delta_weight), t.d0, lanes, rank, s.W);
-    const bool bounded = lane_constants_log2e(static_cast<const acc_t*>(p.A), t.d0, lanes,
-                                              n, p.delta_softplus, s.A2);
-    V bias, Dv;
-    lane_constants(static_cast<const acc_t*>(p.delta_bias), t.d0, lanes, 1, &bias);
-    lane_constants(static_cast<const acc_t*>(p.D), t.d0, lanes, 1, &Dv);
-    for (int64_t k = 0; k < n; ++k) s.h[k] = V{};
+    for (int64_t k = 0; k < count; ++k) {
+      RouteTileState<acc_t>& ts = tiles[k];
+      ts.t = grid.at(b, g, first + k);
+      const int64_t d0 = ts.t.d0, lanes = ts.t.lanes;
+      lane_constants(static_cast<const acc_t*>(p.delta_weight), d0, lanes, rank, ts.W);
+      ts.bounded = lane_constants_log2e(static_cast<const acc_t*>(p.A), d0, lanes, n,
+                                        p.delta_softplus, ts.A2);
+      lane_constants(static_cast<const acc_t*>(p.delta_bias), d0, lanes, 1, &ts.bias);
+      lane_constants(static_cast<const acc_t*>(p.D), d0, lanes, 1, &ts.Dv);
+      for (int64_t j = 0; j < n; ++j) ts.h[j] = V{};
+      ts.saved = p.chunk_states ? static_cast<acc_t*>(p.chunk_states) +
+                                      (b * p.dim + d0) * p.n_chunks * n
+                                : nullptr;
+    }
+    const int64_t e_first = tiles[0].t.d0 - g * E;
+    const int64_t e_last = tiles[count - 1].t.d0 - g * E;
 
-    acc_t* saved = p.chunk_states ? static_cast<acc_t*>(p.chunk_states) +
-                                        (b * p.dim + t.d0) * p.n_chunks * n
-                                  : nullptr;
     for (int64_t l0 = 0, c = 0; l0 < L; l0 += kBlock, ++c) {
       const int64_t len = std::min(kBlock, L - l0);
       const int64_t* index = route + l0;
-      if (l0 + kBlock < L) {  // the next block's token rows
+      if (l0 + kBlock < L) {  // the next block's token rows (first and last tile's lines)
         const int64_t next = std::min(kBlock, L - l0 - kBlock);
-        prefetch_tokens(x + e0, p.u_token_stride, index + kBlock, next, false);
-        if (p.route_merge) prefetch_tokens(out + e0, E, index + kBlock, next, true);
-      }
-      for (int64_t i = 0; i < len; ++i) {
-        s.u[i] = index[i] >= 0 ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes)
-                               : V{};
+        prefetch_tokens(x + e_first, p.u_token_stride, index + kBlock, next, false);
+        if (e_last != e_first) {
+          prefetch_tokens(x + e_last, p.u_token_stride, index + kBlock, next, false);
+        }
+        if (p.route_merge) {
+          prefetch_tokens(out + e_first, E, index + kBlock, next, true);
+          if (e_last != e_first) prefetch_tokens(out + e_last, E, index + kBlock, next, true);
+        }
       }
       route_rows(p, low, B, C, index, l0, len, rank, n, s.low, s.B, s.C);
-      lowrank_delta(s.W, s.low, rank, len, s.delta);
-      time_steps(s.delta, s.u, bias, p.delta_softplus, len, s.dt, s.dtu);
-      for (int64_t i = 0; i < len; ++i) s.y[i] = Dv * s.u[i];
-      advance_all_states<kN, true, false>(s.h, n, s.A2, s.B, s.C, s.dt, s.dtu, len, s.y,
-                                          static_cast<V*>(nullptr), bounded);
-      if (p.route_merge) {
+      for (int64_t k = 0; k < count; ++k) {
+        RouteTileState<acc_t>& ts = tiles[k];
+        const int64_t e0 = ts.t.d0 - g * E, lanes = ts.t.lanes;
         for (int64_t i = 0; i < len; ++i) {
-          if (index[i] >= 0) add_lane_row(out + index[i] * E + e0, lanes, s.y[i]);
+          s.u[i] = index[i] >= 0
+                       ? load_lane_row(x + index[i] * p.u_token_stride + e0, lanes)
+                       : V{};
         }
-      } else {
-        in_t* steps = out_routes + (g * L + l0) * E + e0;
-        for (int64_t i = 0; i < len; ++i) store_lane_row(steps + i * E, lanes, s.y[i]);
+        lowrank_delta(ts.W, s.low, rank, len, s.delta);
+        time_steps(s.delta, s.u, ts.bias, p.delta_softplus, len, s.dt, s.dtu);
+        for (int64_t i = 0; i < len; ++i) s.y[i] = ts.Dv * s.u[i];
+        advance_all_states<kN, true, false>(ts.h, n, ts.A2, s.B, s.C, s.dt, s.dtu, len,
+                                            s.y, static_cast<V*>(nullptr), ts.bounded);
+        if (p.route_merge) {
+          for (int64_t i = 0; i < len; ++i) {
+            if (index[i] >= 0) add_lane_row(out + index[i] * E + e0, lanes, s.y[i]);
+          }
+        } else {
+          in_t* steps = out_routes + (g * L + l0) * E + e0;
+          for (int64_t i = 0; i < len; ++i) store_lane_row(steps + i * E, lanes, s.y[i]);
+        }
+        if (ts.saved) store_states(ts.h, n, lanes, ts.saved + c * n, p.n_chunks * n);
       }
-      if (saved) store_states(s.h, n, lanes, saved + c * n, p.n_chunks * n);
     }
   }
 }
@@ -1111,9 +1154,9 @@ struct BwdItemTiles {
 template <typename in_t, int kN>
 struct FwdRoutesItem {
   static MMSSM_INLINE void run(const SelectiveScanFwdParams& p, const TileGrid& grid,
-                               int64_t b, int64_t tile, void* scratch) {
+                               int64_t b, int64_t first, int64_t count, void* scratch) {
     if constexpr (std::is_same<in_t, float>::value || std::is_same<in_t, double>::value) {
-      fwd_routes_item<in_t, kN>(p, grid, b, tile, scratch);
+      fwd_routes_item<in_t, kN>(p, grid, b, first, count, scratch);
     }
   }
 };
@@ -1133,10 +1176,18 @@ inline int64_t tile_width(const SelectiveScanFwdParams& p) {
   return p.input_type == ScanDType::kFloat64 ? kLanes<double> : kLanes<float>;
 }
 
-inline int64_t fwd_scratch_bytes(const SelectiveScanFwdParams& p) {
+template <typename acc_t>
+MMSSM_INLINE int64_t fwd_bytes(const SelectiveScanFwdParams& p) {
   const int64_t rank = p.delta_lowrank ? p.delta_rank : 0;
-  return p.input_type == ScanDType::kFloat64 ? FwdScratch<double>::bytes(p.dstate, rank)
-                                             : FwdScratch<float>::bytes(p.dstate, rank);
+  const int64_t bytes = FwdScratch<acc_t>::bytes(p.dstate, rank);
+  if (!p.route_index) return bytes;
+  // a routed item's tiles after the first: A2, h (n each) and W (r) per tile
+  return bytes + static_cast<int64_t>(sizeof(Vec<acc_t>)) * (kRouteItemTiles - 1) *
+                     (2 * p.dstate + rank);
+}
+
+inline int64_t fwd_scratch_bytes(const SelectiveScanFwdParams& p) {
+  return p.input_type == ScanDType::kFloat64 ? fwd_bytes<double>(p) : fwd_bytes<float>(p);
 }
 
 inline int64_t bwd_scratch_bytes(const SelectiveScanBwdParams& p) {
@@ -1168,8 +1219,8 @@ inline void fwd_tile_entry(const SelectiveScanFwdParams& p, const Tile& t, void*
 }
 
 inline void fwd_routes_entry(const SelectiveScanFwdParams& p, const TileGrid& grid,
-                             int64_t b, int64_t tile, void* scratch) {
-  dispatch_dtype_n<FwdRoutesItem>(p, p, grid, b, tile, scratch);
+                             int64_t b, int64_t first, int64_t count, void* scratch) {
+  dispatch_dtype_n<FwdRoutesItem>(p, p, grid, b, first, count, scratch);
 }
 
 inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
