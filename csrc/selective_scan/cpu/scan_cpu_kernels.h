@@ -544,7 +544,7 @@ MMSSM_INLINE void route_rows(const SelectiveScanFwdParams& p, const in_t* low, c
 }
 
 // Per-channel constants and state of one tile of a routed forward item (the first
-// tile's live in FwdScratch, the others after it: routes_fwd_scratch_bytes).
+// tile's live in FwdScratch, the others after it: fwd_bytes).
 template <typename acc_t>
 struct RouteTileState {
   using V = Vec<acc_t>;
