@@ -41,12 +41,12 @@ def slow_save(obj, f, *args, **kwargs):
     open(os.path.join(work_dir, 'saving_%d' % count[0]), 'w').close()
     out = open(f, 'wb') if isinstance(f, (str, os.PathLike)) else f
     data = buffer.getvalue()
-    # only the second save (the one killed) trickles; the first is written at once
-    step = 4096 if count[0] >= 2 else len(data) or 1
-    for start in range(0, len(data), step):
-        out.write(data[start:start + step])
-        out.flush()
-        if count[0] >= 2:
+    if count[0] < 2:  # the first save at once
+        out.write(data)
+    else:  # from the second (the one killed) on, 4 KiB every 5 ms
+        for start in range(0, len(data), 4096):
+            out.write(data[start:start + 4096])
+            out.flush()
             time.sleep(0.005)
     if out is not f:
         out.close()

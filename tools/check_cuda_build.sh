@@ -24,7 +24,7 @@
 #                    mmssm._C and mmssm._C_cuda are built; the ONNX Runtime operator
 #                    library is not (MMSSM_WITH_ORT=0 unless set): it includes no torch
 #                    header, so it builds the same against any torch, and `make env`
-#                    builds it already (it would add a third of the build time here).
+#                    builds it already (here it would double the build's CPU time).
 #   4. checks        import mmssm._C_cuda (all symbols resolve: extensions load RTLD_NOW),
 #                    the 'cuda' backend loads, fwd/bwd and selective_scan(backend='cuda')
 #                    raise the "no CUDA device" error here, and (cuobjdump, when one is

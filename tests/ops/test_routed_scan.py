@@ -237,8 +237,9 @@ def test_deterministic_across_thread_counts():
 def test_items_of_one_or_two_tiles_compute_the_same(pattern, size, channels, dstate, rank,
                                                     batch):
     """The routed forward's items are two channel tiles on one thread (at least 4 tiles in
-    all here) and one tile on 16 (fewer than 64 tiles): the same outputs, chunk states and
-    gradients, bit for bit; odd tile counts and partial last tiles included."""
+    all here) and one tile on 16 (fewer than 64 tiles): the same outputs and gradients
+    (the backward restarts from the forward's chunk states), bit for bit, and outputs
+    equal to the definition; odd tile counts and partial last tiles included."""
     for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-12)):
         case = make_case(pattern, size, channels, dstate, rank, batch, dtype)
         with torch.no_grad():
