@@ -78,7 +78,7 @@ def _cast_grad(grad: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional
     return grad.to(dtype)
 
 
-_TWICE = ("selective_scan on the compiled {backend!r} backend is differentiable once: its "
+_TWICE = ("{op} on the compiled {backend!r} backend is differentiable once: its "
           'backward is a kernel without a derivative of its own, so a second backward '
           'through it (create_graph=True: gradient penalties, Hessian-vector products, '
           "double backward) is not available. Use backend='torch' (or "
@@ -92,23 +92,24 @@ class _DifferentiableOnce(torch.autograd.Function):
     attaches this node to the graph under ``create_graph=True``."""
 
     @staticmethod
-    def forward(ctx, backend, anchor, *grads):
-        ctx.backend = backend
+    def forward(ctx, op, backend, anchor, *grads):
+        ctx.op, ctx.backend = op, backend
         return tuple(g.view_as(g) for g in grads)
 
     @staticmethod
     def backward(ctx, *_):
-        raise RuntimeError(_TWICE.format(backend=ctx.backend))
+        raise RuntimeError(_TWICE.format(op=ctx.op, backend=ctx.backend))
 
 
-def _differentiable_once(backend: str, grads: list, inputs: tuple) -> list:
+def _differentiable_once(backend: str, grads: list, inputs: tuple,
+                         op: str = 'selective_scan') -> list:
     """Under ``backward(create_graph=True)`` attach the compiled backward's gradients to
     the graph through :class:`_DifferentiableOnce` (anchored on an input that requires
-    grad), so that differentiating them again raises :data:`_TWICE`."""
+    grad), so that differentiating them again raises :data:`_TWICE` (naming ``op``)."""
     anchors = [t for t in inputs if t is not None and t.requires_grad]
     if torch.is_grad_enabled() and anchors:
         present = [i for i, g in enumerate(grads) if g is not None]
-        wrapped = _DifferentiableOnce.apply(backend, anchors[0],
+        wrapped = _DifferentiableOnce.apply(op, backend, anchors[0],
                                             *(grads[i] for i in present))
         for i, g in zip(present, wrapped):
             grads[i] = g

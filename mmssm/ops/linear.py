@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .activation import gelu, gelu_
 from .selective_scan import fused_inference_applies
 
 Tensor = torch.Tensor
@@ -36,8 +37,9 @@ Tensor = torch.Tensor
 # the in-place function)
 ACTIVATIONS = {
     None: (None, 'none', '', None),
-    # exact (erf) GELU, nn.GELU()'s default
-    'gelu': (F.gelu, 'gelu', 'none', torch.ops.aten.gelu_),
+    # exact (erf) GELU, nn.GELU()'s default (mmssm.ops.activation: F.gelu, or the CPU
+    # kernel)
+    'gelu': (gelu, 'gelu', 'none', gelu_),
     'silu': (F.silu, 'swish', '', functools.partial(F.silu, inplace=True)),
     'relu': (F.relu, 'relu', '', torch.relu_),
 }
@@ -57,13 +59,18 @@ def _onednn_linear():
         return None
 
 
-def activate(x: Tensor, activation: Optional[str]) -> Tensor:
-    """The activation ``activation`` (a name of :data:`ACTIVATIONS`) of x, unfused."""
+def activate(x: Tensor, activation: Optional[str], *, backend: Optional[str] = None
+             ) -> Tensor:
+    """The activation ``activation`` (a name of :data:`ACTIVATIONS`) of x, unfused
+    (``'gelu'``: :func:`mmssm.ops.activation.gelu`, which ``backend`` may keep on
+    ``F.gelu``)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f'linear: unknown activation {activation!r}; expected one of '
                          f'{tuple(ACTIVATIONS)}')
     act = ACTIVATIONS[activation][0]
-    return x if act is None else act(x)
+    if act is None:
+        return x
+    return act(x, backend=backend) if act is gelu else act(x)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -91,5 +98,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         if fused is not None:
             return fused(x, weight, bias, post_op, [], algorithm)
         out = F.linear(x, weight, bias)  # a fresh buffer: activated in place
-        return out if in_place is None else in_place(out)
-    return activate(F.linear(x, weight, bias), activation)
+        if in_place is None:
+            return out
+        return in_place(out, backend=backend) if in_place is gelu_ else in_place(out)
+    return activate(F.linear(x, weight, bias), activation, backend=backend)

@@ -41,6 +41,7 @@
 #include "cpu_math.h"
 #include "scan_cpu_common.h"
 #include "simd.h"
+#include "activation_kernels.h"
 #include "rms_norm_kernels.h"
 #include "route_conv_kernels.h"
 
@@ -1244,7 +1245,7 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
                            route_conv_rows,  route_merge_scratch_bytes,              \
                            route_merge_rows, fwd_routes_entry,                       \
                            bwd_routes_scratch_bytes, bwd_routes_entry,               \
-                           rms_norm_rows};                                           \
+                           rms_norm_rows,    gelu_range};                            \
   }                                                                               \
   }                                                                               \
   }

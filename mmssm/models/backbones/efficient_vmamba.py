@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from mmssm.registry import MODELS
-from ..layers import SS2D, DropPath, PatchMerging2D, SqueezeExcite, drop_path_rates
+from ..layers import GELU, SS2D, DropPath, PatchMerging2D, SqueezeExcite, drop_path_rates
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
@@ -76,7 +76,7 @@ class BiAttn(nn.Module):
         hidden = int(channels * act_ratio)
         self.norm = nn.LayerNorm(channels)
         self.global_reduce = nn.Linear(channels, hidden)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.channel_select = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ class Mlp(nn.Module):
     def __init__(self, channels: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,7 +126,7 @@ class EVSSBlock(nn.Module):
         self.conv_branch = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
             nn.BatchNorm2d(channels),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(channels, channels, 1),
         )
         self.se = BiAttn(channels)

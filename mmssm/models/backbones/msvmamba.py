@@ -31,7 +31,7 @@ from mmssm.ops.linear import linear
 from mmssm.ops.routed_scan import merge_token_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
 from mmssm.registry import MODELS
-from ..layers import (DropPath, Linear, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite,
+from ..layers import (GELU, DropPath, Linear, PatchMerging2D, SelectiveScanRoutes, SqueezeExcite,
                       drop_path_rates, updates_in_place)
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
@@ -78,7 +78,7 @@ class ConvFFN(nn.Module):
         hidden = channels * expansion
         self.linear1 = nn.Conv2d(channels, hidden, 1)
         self.drop1 = nn.Dropout(drop)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.linear2 = nn.Conv2d(hidden, channels, 1)
         self.drop2 = nn.Dropout(drop)
         self.dwc = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
@@ -86,9 +86,9 @@ class ConvFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.drop1(linear(x, self.linear1.weight.flatten(1), self.linear1.bias))
         x = x.permute(0, 3, 1, 2)  # (B, hidden, H, W) in channels-last memory
-        if type(self.act) is nn.GELU and updates_in_place(x, self):
+        if isinstance(self.act, GELU) and updates_in_place(x, self):
             # inference: the sum and the GELU overwrite the conv's output
-            x = torch.ops.aten.gelu_(self.dwc(x).add_(x), approximate=self.act.approximate)
+            x = self.act.forward_(self.dwc(x).add_(x))
         else:
             x = self.act(x + self.dwc(x))
         x = x.permute(0, 2, 3, 1)

@@ -32,14 +32,14 @@ import torch
 import torch.nn as nn
 
 from mmssm.registry import MODELS
-from ..layers import (SS2D, DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates,
+from ..layers import (GELU, SS2D, DropPath, LayerNorm2d, Linear2d, PatchMerging2D, drop_path_rates,
                       fusable_activation)
 from .base import (SSMBackbone, check_out_indices, init_linear_and_layernorm, resolve_arch,
                    run_sequential)
 
 Tensor = torch.Tensor
 
-ACTIVATIONS = {'gelu': nn.GELU, 'silu': nn.SiLU, 'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}
+ACTIVATIONS = {'gelu': GELU, 'silu': nn.SiLU, 'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}
 
 
 class PatchifyStem(nn.Module):
@@ -70,7 +70,7 @@ class ConvStem(nn.Module):
         hidden = embed_dims // 2
         self.conv1 = nn.Conv2d(in_channels, hidden, stride + 1, stride=stride, padding=1)
         self.norm1 = LayerNorm2d(hidden) if patch_norm else nn.Identity()
-        self.act = nn.GELU()
+        self.act = GELU()
         self.conv2 = nn.Conv2d(hidden, embed_dims, stride + 1, stride=stride, padding=1)
         self.norm2 = LayerNorm2d(embed_dims) if patch_norm else nn.Identity()
 

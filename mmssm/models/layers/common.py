@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmssm.ops.activation import gelu, gelu_
 from mmssm.ops.linear import activate, linear
 from mmssm.ops.scan_lowering import pad_to_multiple
 
@@ -69,10 +70,25 @@ def updates_in_place(*inputs: Union[Tensor, nn.Module]) -> bool:
     return True
 
 
+class GELU(nn.GELU):
+    """``nn.GELU`` (same attributes, no parameters) computed by
+    :func:`mmssm.ops.activation.gelu` when exact (``approximate='none'``): the CPU
+    kernel, forward and backward, where it applies. :meth:`forward_` overwrites its
+    input (for callers that own it, with no autograd graph through it)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu(x) if self.approximate == 'none' else super().forward(x)
+
+    def forward_(self, x: Tensor) -> Tensor:
+        if self.approximate == 'none':
+            return gelu_(x)
+        return torch.ops.aten.gelu_(x, approximate=self.approximate)
+
+
 def fusable_activation(module: nn.Module) -> Optional[str]:
     """The :func:`mmssm.ops.linear.linear` activation name that computes ``module``
     (``'gelu'`` for an exact ``nn.GELU``, ``'silu'``, ``'relu'``), or None if it has none."""
-    if type(module) is nn.GELU and module.approximate == 'none':
+    if type(module) in (nn.GELU, GELU) and module.approximate == 'none':
         return 'gelu'
     return {nn.SiLU: 'silu', nn.ReLU: 'relu'}.get(type(module))
 
@@ -249,7 +265,7 @@ def pyramid_resample(scale: float, channels: int,
         dim = layers[-1].out_channels
         if norm is not None:
             layers.append(norm(dim))
-        layers += [nn.GELU(), deconv(dim)]
+        layers += [GELU(), deconv(dim)]
         dim = layers[-1].out_channels
     elif scale == 2.0:
         layers.append(deconv(dim))
