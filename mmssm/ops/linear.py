@@ -5,7 +5,8 @@
 Two implementations of this one function:
 
 * **composite** (any device and dtype, autograd, tracing, ONNX export): ``F.linear``,
-  then the activation;
+  then the activation (``'gelu'``: :func:`mmssm.ops.activation.gelu`, whose CPU kernel
+  also runs in training);
 * **fused** (CPU, float32, no autograd graph to build: inference): on CPUs with AVX-512,
   oneDNN's linear with the activation as a post-op, ``torch.ops.mkldnn._linear_pointwise``
   -- the kernel ``torch.compile``'s CPU backend emits for this pattern. It writes the
@@ -14,7 +15,8 @@ Two implementations of this one function:
   at the backbones' shapes. On CPUs without AVX-512 oneDNN is no faster than
   ``F.linear`` and its GELU post-op is 5-45 % slower than ``F.linear`` followed by
   torch's GELU (an AVX2 EPYC VM, docs/benchmarks.md), so there the fused path is
-  ``F.linear`` followed by the activation in place (no second buffer). Results equal
+  ``F.linear`` followed by the activation in place (no second buffer; GELU's by
+  :func:`mmssm.ops.activation.gelu_`). Results equal
   the composite's up to rounding (a different summation order).
 
 The fused path follows the selective-scan backend choice (``backend`` /
