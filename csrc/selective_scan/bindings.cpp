@@ -637,42 +637,54 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   return out;
 }
 
-// The GELU (activation.h) runs over the values in memory order: x itself where its
+// The activations (activation.h) run over the values in memory order: x itself where its
 // values are dense (any order of the axes, e.g. a permuted view), else a contiguous copy.
 Tensor dense_values(const Tensor& t) {
   return t.is_non_overlapping_and_dense() ? t : t.contiguous();
 }
 
-void run_gelu(const Tensor& x, const Tensor* grad, const Tensor& out) {
-  mmssm::GeluParams p;
+mmssm::Activation activation_kind(const std::string& kind, const char* op) {
+  if (kind == "gelu") return mmssm::Activation::kGelu;
+  if (kind == "silu") return mmssm::Activation::kSilu;
+  TORCH_CHECK(false, op, "unknown activation '", kind, "'; expected 'gelu' or 'silu'");
+  return mmssm::Activation::kGelu;
+}
+
+void run_activation(mmssm::Activation kind, const Tensor& x, const Tensor* grad,
+                    const Tensor& out) {
+  mmssm::ActivationParams p;
+  p.kind = kind;
   p.n = x.numel();
   p.x = x.data_ptr<float>();
   p.grad = grad ? grad->data_ptr<float>() : nullptr;
   p.out = out.data_ptr<float>();
-  run_row_driver(p, &mmssm::gelu_cpu);
+  run_row_driver(p, &mmssm::activation_cpu);
 }
 
-// gelu(x, inplace): x * Phi(x), float32; a new tensor with x's strides, or x itself.
-Tensor gelu(const Tensor& x, bool inplace) {
-  const char* op = "gelu cpu: ";
+// activation(x, kind, inplace): gelu(x) = x Phi(x) or silu(x) = x sigmoid(x), float32; a
+// new tensor with x's strides, or x itself.
+Tensor activation(const Tensor& x, const std::string& kind, bool inplace) {
+  const char* op = "activation cpu: ";
+  const mmssm::Activation act = activation_kind(kind, op);
   TORCH_CHECK(x.defined(), op, "x is undefined");
   check_float_cpu(op, x, "x");
   if (inplace) {
     TORCH_CHECK(x.is_non_overlapping_and_dense(), op,
-                "an in-place GELU needs x's values dense in memory, got shape ",
+                "an in-place activation needs x's values dense in memory, got shape ",
                 shape_str(x), " strides ", x.strides());
-    run_gelu(x, nullptr, x);
+    run_activation(act, x, nullptr, x);
     return x;
   }
   const Tensor values = dense_values(x);
   Tensor out = at::empty_like(values);
-  run_gelu(values, nullptr, out);
+  run_activation(act, values, nullptr, out);
   return out;
 }
 
-// gelu_backward(grad, x): grad * (Phi(x) + x phi(x)), float32, same shapes.
-Tensor gelu_backward(const Tensor& grad, const Tensor& x) {
-  const char* op = "gelu_backward cpu: ";
+// activation_backward(grad, x, kind): grad times the derivative at x, float32, same shapes.
+Tensor activation_backward(const Tensor& grad, const Tensor& x, const std::string& kind) {
+  const char* op = "activation_backward cpu: ";
+  const mmssm::Activation act = activation_kind(kind, op);
   TORCH_CHECK(grad.defined() && x.defined(), op, "grad and x must be given");
   check_float_cpu(op, grad, "grad");
   check_float_cpu(op, x, "x");
@@ -684,7 +696,7 @@ Tensor gelu_backward(const Tensor& grad, const Tensor& x) {
     gv = gv.contiguous();
   }
   Tensor out = at::empty_like(xv);
-  run_gelu(xv, &gv, out);
+  run_activation(act, xv, &gv, out);
   return out;
 }
 
@@ -758,13 +770,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "rms_norm(x, weight, eps) -> out: x / sqrt(mean(x^2 over the last axis) + eps) * "
         "weight, x (..., C), weight (C,), float32 (see csrc/selective_scan/rms_norm.h)",
         pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("eps"));
-  m.def("gelu", &gelu,
-        "gelu(x, inplace=False) -> out: x * Phi(x) (nn.GELU(), exact), float32; out has "
-        "x's strides, or is x with inplace (see csrc/selective_scan/activation.h)",
-        pybind11::arg("x"), pybind11::arg("inplace") = false);
-  m.def("gelu_backward", &gelu_backward,
-        "gelu_backward(grad, x) -> grad * (Phi(x) + x phi(x)), float32",
-        pybind11::arg("grad"), pybind11::arg("x"));
+  m.def("activation", &activation,
+        "activation(x, kind, inplace=False) -> out: kind 'gelu' (x Phi(x), nn.GELU(), "
+        "exact) or 'silu' (x sigmoid(x)), float32; out has x's strides, or is x with "
+        "inplace (see csrc/selective_scan/activation.h)",
+        pybind11::arg("x"), pybind11::arg("kind"), pybind11::arg("inplace") = false);
+  m.def("activation_backward", &activation_backward,
+        "activation_backward(grad, x, kind) -> grad * d activation / dx at x, float32",
+        pybind11::arg("grad"), pybind11::arg("x"), pybind11::arg("kind"));
   m.def("bwd", &bwd,
         "bwd(u, delta, A, B, C, D, z, delta_bias, dout, chunk_states, delta_softplus) -> "
         "[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]",

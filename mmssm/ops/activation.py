@@ -1,19 +1,21 @@
-"""``gelu``: the exact (erf) GELU of ``nn.GELU()``, ``x * Phi(x)``.
+"""``gelu`` and ``silu``: the exact (erf) GELU of ``nn.GELU()``, ``x * Phi(x)``, and the
+SiLU of ``nn.SiLU()``, ``x * sigmoid(x)``.
 
-Two implementations of this one function:
+Two implementations of each:
 
-* **composite** (any device and dtype, tracing, ONNX export, autocast): ``F.gelu``;
-* **CPU kernel** (CPU float32, forward and backward): ``mmssm._C.gelu`` /
-  ``gelu_backward`` (csrc/selective_scan/activation.h: a division, one exp and a
-  polynomial per value, four vectors at a time). On one core of an AVX2 EPYC VM it takes
-  0.7-0.9 ns per value forward and 0.8-1.0 backward against torch's 1.0-1.3 and 2.0
-  (docs/benchmarks.md). Results equal ``F.gelu``'s up to rounding (both are within
-  about 2e-7 * max(1, |x|) of the float64 function; tests/ops/test_activation.py).
+* **composite** (any device and dtype, tracing, ONNX export, autocast): ``F.gelu`` /
+  ``F.silu``;
+* **CPU kernel** (CPU float32, forward and backward): ``mmssm._C.activation`` /
+  ``activation_backward`` (csrc/selective_scan/activation.h; four vectors at a time).
+  On one core of an AVX2 EPYC VM the GELU takes 0.7-0.9 ns per value forward and
+  0.8-1.05 backward against torch's 1.0-1.3 and 1.4-2.1 (docs/benchmarks.md). Results
+  equal torch's up to rounding (tests/ops/test_activation.py measures both against
+  float64 definitions).
 
 The kernel follows the selective-scan backend choice (``backend`` /
-:func:`~mmssm.ops.scan_backend` / ``MMSSM_SCAN_BACKEND``): ``'torch'`` keeps ``F.gelu``,
-as do autocast, JIT traces (FLOP counting) and ONNX export. Its gradient is not
-differentiable again (``backward(create_graph=True)`` and a second differentiation raise).
+:func:`~mmssm.ops.scan_backend` / ``MMSSM_SCAN_BACKEND``): ``'torch'`` keeps the
+composite, as do autocast, JIT traces (FLOP counting) and ONNX export. Its gradient is
+not differentiable again (a second differentiation after ``create_graph=True`` raises).
 """
 from typing import Optional
 
@@ -24,27 +26,52 @@ from .selective_scan import builds_graph, cpu_kernel_applies
 
 Tensor = torch.Tensor
 
+# kind -> (composite, torch's in-place op)
+_COMPOSITE = {
+    'gelu': (F.gelu, torch.ops.aten.gelu_),
+    'silu': (F.silu, torch.ops.aten.silu_),
+}
 
-class GeluFn(torch.autograd.Function):
-    """``gelu`` on the CPU kernel, differentiable once."""
+
+class ActivationFn(torch.autograd.Function):
+    """An activation of :data:`_COMPOSITE` on the CPU kernel, differentiable once."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, kind):
         from .kernels import load_backend
         ctx.save_for_backward(x)
-        return load_backend('cpu').gelu(x)
+        ctx.kind = kind
+        return load_backend('cpu').activation(x, kind)
 
     @staticmethod
     def backward(ctx, grad):
         from .kernels import _differentiable_once, load_backend
         x, = ctx.saved_tensors
-        dx = load_backend('cpu').gelu_backward(grad.to(x.dtype), x)
-        return _differentiable_once('cpu', [dx], (grad, x), op='gelu')[0]
+        dx = load_backend('cpu').activation_backward(grad.to(x.dtype), x, ctx.kind)
+        return _differentiable_once('cpu', [dx], (grad, x), op=ctx.kind)[0], None
 
 
 def _kernel_applies(x: Tensor, backend: Optional[str]) -> bool:
     return (isinstance(x, Tensor) and x.dtype == torch.float32
-            and cpu_kernel_applies(x.device, backend, 'gelu'))
+            and cpu_kernel_applies(x.device, backend, 'activation'))
+
+
+def _apply(kind: str, x: Tensor, backend: Optional[str]) -> Tensor:
+    if not _kernel_applies(x, backend):
+        return _COMPOSITE[kind][0](x)
+    if builds_graph((x, )):
+        return ActivationFn.apply(x, kind)
+    from .kernels import load_backend
+    return load_backend('cpu').activation(x, kind)
+
+
+def _apply_(kind: str, x: Tensor, backend: Optional[str]) -> Tensor:
+    dense = x.is_contiguous() or (x.dim() == 4
+                                  and x.is_contiguous(memory_format=torch.channels_last))
+    if _kernel_applies(x, backend) and dense and not builds_graph((x, )):
+        from .kernels import load_backend
+        return load_backend('cpu').activation(x, kind, True)
+    return _COMPOSITE[kind][1](x)
 
 
 def gelu(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
@@ -58,21 +85,21 @@ def gelu(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
         A new tensor of x's shape (and, on the kernel, x's strides where its values are
         dense in memory).
     """
-    if not _kernel_applies(x, backend):
-        return F.gelu(x)
-    if builds_graph((x, )):
-        return GeluFn.apply(x)
-    from .kernels import load_backend
-    return load_backend('cpu').gelu(x)
+    return _apply('gelu', x, backend)
+
+
+def silu(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """``F.silu(x)``, on the CPU kernel where it applies; as :func:`gelu`."""
+    return _apply('silu', x, backend)
 
 
 def gelu_(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """``gelu`` written over ``x`` (returned); ``torch.ops.aten.gelu_`` where the kernel
     does not apply, where x is part of an autograd graph, or where x is neither
     contiguous nor a channels-last map."""
-    dense = x.is_contiguous() or (x.dim() == 4
-                                  and x.is_contiguous(memory_format=torch.channels_last))
-    if _kernel_applies(x, backend) and dense and not builds_graph((x, )):
-        from .kernels import load_backend
-        return load_backend('cpu').gelu(x, True)
-    return torch.ops.aten.gelu_(x)
+    return _apply_('gelu', x, backend)
+
+
+def silu_(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """``silu`` written over ``x`` (returned); as :func:`gelu_`."""
+    return _apply_('silu', x, backend)

@@ -5,8 +5,8 @@
 Two implementations of this one function:
 
 * **composite** (any device and dtype, autograd, tracing, ONNX export): ``F.linear``,
-  then the activation (``'gelu'``: :func:`mmssm.ops.activation.gelu`, whose CPU kernel
-  also runs in training);
+  then the activation (``'gelu'`` / ``'silu'``: :mod:`mmssm.ops.activation`, whose
+  CPU kernel also runs in training);
 * **fused** (CPU, float32, no autograd graph to build: inference): on CPUs with AVX-512,
   oneDNN's linear with the activation as a post-op, ``torch.ops.mkldnn._linear_pointwise``
   -- the kernel ``torch.compile``'s CPU backend emits for this pattern. It writes the
@@ -15,8 +15,8 @@ Two implementations of this one function:
   at the backbones' shapes. On CPUs without AVX-512 oneDNN is no faster than
   ``F.linear`` and its GELU post-op is 5-45 % slower than ``F.linear`` followed by
   torch's GELU (an AVX2 EPYC VM, docs/benchmarks.md), so there the fused path is
-  ``F.linear`` followed by the activation in place (no second buffer; GELU's by
-  :func:`mmssm.ops.activation.gelu_`). Results equal
+  ``F.linear`` followed by the activation in place (no second buffer; GELU's and SiLU's
+  by :mod:`mmssm.ops.activation`). Results equal
   the composite's up to rounding (a different summation order).
 
 The fused path follows the selective-scan backend choice (``backend`` /
@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .activation import gelu, gelu_
+from .activation import gelu, gelu_, silu, silu_
 from .selective_scan import fused_inference_applies
 
 Tensor = torch.Tensor
@@ -39,10 +39,10 @@ Tensor = torch.Tensor
 # the in-place function)
 ACTIVATIONS = {
     None: (None, 'none', '', None),
-    # exact (erf) GELU, nn.GELU()'s default (mmssm.ops.activation: F.gelu, or the CPU
-    # kernel)
+    # exact (erf) GELU, nn.GELU()'s default, and SiLU (mmssm.ops.activation: F.gelu /
+    # F.silu, or the CPU kernel)
     'gelu': (gelu, 'gelu', 'none', gelu_),
-    'silu': (F.silu, 'swish', '', functools.partial(F.silu, inplace=True)),
+    'silu': (silu, 'swish', '', silu_),
     'relu': (F.relu, 'relu', '', torch.relu_),
 }
 
@@ -72,7 +72,7 @@ def activate(x: Tensor, activation: Optional[str], *, backend: Optional[str] = N
     act = ACTIVATIONS[activation][0]
     if act is None:
         return x
-    return act(x, backend=backend) if act is gelu else act(x)
+    return act(x, backend=backend) if act in (gelu, silu) else act(x)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -102,5 +102,5 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         out = F.linear(x, weight, bias)  # a fresh buffer: activated in place
         if in_place is None:
             return out
-        return in_place(out, backend=backend) if in_place is gelu_ else in_place(out)
+        return in_place(out, backend=backend) if in_place in (gelu_, silu_) else in_place(out)
     return activate(F.linear(x, weight, bias), activation, backend=backend)

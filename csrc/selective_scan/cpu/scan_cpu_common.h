@@ -188,8 +188,8 @@ struct Kernels {
                           void* scratch);
   // The fused RMSNorm (rms_norm.h, float32): rows [begin, end).
   void (*rms_norm_rows)(const RmsNormParams& p, int64_t begin, int64_t end);
-  // The GELU (activation.h, float32): values [begin, end).
-  void (*gelu_range)(const GeluParams& p, int64_t begin, int64_t end);
+  // The activations (activation.h, float32): values [begin, end).
+  void (*activation_range)(const ActivationParams& p, int64_t begin, int64_t end);
 };
 
 namespace isa_generic {

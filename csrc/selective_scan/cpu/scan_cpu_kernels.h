@@ -1245,7 +1245,7 @@ inline void bwd_item_entry(const SelectiveScanBwdParams& p, const BwdItem& item,
                            route_conv_rows,  route_merge_scratch_bytes,              \
                            route_merge_rows, fwd_routes_entry,                       \
                            bwd_routes_scratch_bytes, bwd_routes_entry,               \
-                           rms_norm_rows,    gelu_range};                            \
+                           rms_norm_rows,    activation_range};                      \
   }                                                                               \
   }                                                                               \
   }

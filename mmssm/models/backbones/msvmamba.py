@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmssm.ops.activation import silu, silu_
 from mmssm.ops.linear import linear
 from mmssm.ops.routed_scan import merge_token_routes
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
@@ -162,9 +163,10 @@ class MultiScaleSS2D(SelectiveScanRoutes):
         # Inference updates the intermediate maps in place: a buffer and a pass over
         # memory less per op (updates_in_place).
         inplace = updates_in_place(x, self)
-        full = F.silu(self.conv2d(x), inplace=inplace)
+        act = silu_ if inplace else silu
+        full = act(self.conv2d(x))
         # the low-resolution branch reads the pre-3x3 input, as in the official code
-        low = F.silu(self.conv2d_b1(x), inplace=inplace)
+        low = act(self.conv2d_b1(x))
         y = self._scan_branch(full, 'row', self.FULL_RES_SLOT)
         y_low = F.interpolate(self._scan_branch(low, 'multiscale_low', self.LOW_RES_SLOT),
                               size=(height, width), mode='bilinear', align_corners=False)

@@ -23,9 +23,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmssm.ops import selective_scan_lowrank
+from mmssm.ops.activation import silu, silu_
 from mmssm.ops.routed_scan import (route_tokens, routed_training_applies,
                                    selective_scan_routes)
 from mmssm.ops.scan_patterns import gather_routes, get_scan_pattern, merge_routes
@@ -330,7 +330,7 @@ class SS2D(SelectiveScanRoutes):
             x = self.in_proj(x)
         # inference overwrites the fresh intermediate maps in place (updates_in_place)
         inplace = updates_in_place(x, self)
-        x = F.silu(self.conv2d(x), inplace=inplace)
+        x = (silu_ if inplace else silu)(self.conv2d(x))
         index = self.pattern.index(height, width, x.device)
         if self._merges_by_pattern() and self.routed_kernel_applies(x):
             y = self.scan_map(x, index)  # gather + scan + merge in one kernel
@@ -340,6 +340,6 @@ class SS2D(SelectiveScanRoutes):
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
             # (z may be a view of the input where ``projection`` builds an identity)
-            gate = F.silu(z) if gate is None else gate
+            gate = silu(z) if gate is None else gate
             y = y.mul_(gate) if inplace else y * gate
         return self.dropout(self.out_proj(y))
