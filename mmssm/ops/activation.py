@@ -1,5 +1,6 @@
 """``gelu`` and ``silu``: the exact (erf) GELU of ``nn.GELU()``, ``x * Phi(x)``, and the
-SiLU of ``nn.SiLU()``, ``x * sigmoid(x)``.
+SiLU of ``nn.SiLU()``, ``x * sigmoid(x)``; :func:`apply` / :func:`apply_` by name, also
+for ``'relu'`` (always torch's).
 
 Two implementations of each:
 
@@ -26,11 +27,13 @@ from .selective_scan import builds_graph, cpu_kernel_applies
 
 Tensor = torch.Tensor
 
-# kind -> (composite, torch's in-place op)
+# kind -> (composite, torch's in-place op); the CPU kernel computes KERNEL_KINDS
 _COMPOSITE = {
     'gelu': (F.gelu, torch.ops.aten.gelu_),
     'silu': (F.silu, torch.ops.aten.silu_),
+    'relu': (F.relu, torch.relu_),
 }
+KERNEL_KINDS = ('gelu', 'silu')
 
 
 class ActivationFn(torch.autograd.Function):
@@ -51,13 +54,21 @@ class ActivationFn(torch.autograd.Function):
         return _differentiable_once('cpu', [dx], (grad, x), op=ctx.kind)[0], None
 
 
-def _kernel_applies(x: Tensor, backend: Optional[str]) -> bool:
-    return (isinstance(x, Tensor) and x.dtype == torch.float32
+def _check_kind(kind: str) -> None:
+    if kind not in _COMPOSITE:
+        raise ValueError(f'unknown activation {kind!r}; expected one of {tuple(_COMPOSITE)}')
+
+
+def _kernel_applies(kind: str, x: Tensor, backend: Optional[str]) -> bool:
+    return (kind in KERNEL_KINDS and isinstance(x, Tensor) and x.dtype == torch.float32
             and cpu_kernel_applies(x.device, backend, 'activation'))
 
 
-def _apply(kind: str, x: Tensor, backend: Optional[str]) -> Tensor:
-    if not _kernel_applies(x, backend):
+def apply(kind: str, x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """The activation ``kind`` ('gelu', 'silu' or 'relu') of x, a new tensor: the CPU
+    kernel for 'gelu' / 'silu' where it applies (module docstring), else the composite."""
+    _check_kind(kind)
+    if not _kernel_applies(kind, x, backend):
         return _COMPOSITE[kind][0](x)
     if builds_graph((x, )):
         return ActivationFn.apply(x, kind)
@@ -65,10 +76,14 @@ def _apply(kind: str, x: Tensor, backend: Optional[str]) -> Tensor:
     return load_backend('cpu').activation(x, kind)
 
 
-def _apply_(kind: str, x: Tensor, backend: Optional[str]) -> Tensor:
+def apply_(kind: str, x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """:func:`apply` written over ``x`` (returned); torch's in-place op where the kernel
+    does not apply, where x is part of an autograd graph, or where x is neither
+    contiguous nor a channels-last map."""
+    _check_kind(kind)
     dense = x.is_contiguous() or (x.dim() == 4
                                   and x.is_contiguous(memory_format=torch.channels_last))
-    if _kernel_applies(x, backend) and dense and not builds_graph((x, )):
+    if _kernel_applies(kind, x, backend) and dense and not builds_graph((x, )):
         from .kernels import load_backend
         return load_backend('cpu').activation(x, kind, True)
     return _COMPOSITE[kind][1](x)
@@ -85,21 +100,19 @@ def gelu(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
         A new tensor of x's shape (and, on the kernel, x's strides where its values are
         dense in memory).
     """
-    return _apply('gelu', x, backend)
+    return apply('gelu', x, backend=backend)
 
 
 def silu(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """``F.silu(x)``, on the CPU kernel where it applies; as :func:`gelu`."""
-    return _apply('silu', x, backend)
+    return apply('silu', x, backend=backend)
 
 
 def gelu_(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
-    """``gelu`` written over ``x`` (returned); ``torch.ops.aten.gelu_`` where the kernel
-    does not apply, where x is part of an autograd graph, or where x is neither
-    contiguous nor a channels-last map."""
-    return _apply_('gelu', x, backend)
+    """``gelu`` written over ``x`` (returned); see :func:`apply_`."""
+    return apply_('gelu', x, backend=backend)
 
 
 def silu_(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """``silu`` written over ``x`` (returned); as :func:`gelu_`."""
-    return _apply_('silu', x, backend)
+    return apply_('silu', x, backend=backend)

@@ -30,21 +30,25 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .activation import gelu, gelu_, silu, silu_
+from . import activation as activations
 from .selective_scan import fused_inference_applies
 
 Tensor = torch.Tensor
 
-# activation name -> (composite function, oneDNN post-op name, its algorithm argument,
-# the in-place function)
+# activation name -> (oneDNN post-op name, its algorithm argument). Unfused, each is
+# mmssm.ops.activation's (exact GELU and SiLU on its CPU kernel where it applies).
 ACTIVATIONS = {
-    None: (None, 'none', '', None),
-    # exact (erf) GELU, nn.GELU()'s default, and SiLU (mmssm.ops.activation: F.gelu /
-    # F.silu, or the CPU kernel)
-    'gelu': (gelu, 'gelu', 'none', gelu_),
-    'silu': (silu, 'swish', '', silu_),
-    'relu': (F.relu, 'relu', '', torch.relu_),
+    None: ('none', ''),
+    'gelu': ('gelu', 'none'),  # exact (erf) GELU, nn.GELU()'s default
+    'silu': ('swish', ''),
+    'relu': ('relu', ''),
 }
+
+
+def _check_activation(activation: Optional[str]) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'linear: unknown activation {activation!r}; expected one of '
+                         f'{tuple(ACTIVATIONS)}')
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,15 +68,9 @@ def _onednn_linear():
 def activate(x: Tensor, activation: Optional[str], *, backend: Optional[str] = None
              ) -> Tensor:
     """The activation ``activation`` (a name of :data:`ACTIVATIONS`) of x, unfused
-    (``'gelu'``: :func:`mmssm.ops.activation.gelu`, which ``backend`` may keep on
-    ``F.gelu``)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f'linear: unknown activation {activation!r}; expected one of '
-                         f'{tuple(ACTIVATIONS)}')
-    act = ACTIVATIONS[activation][0]
-    if act is None:
-        return x
-    return act(x, backend=backend) if act in (gelu, silu) else act(x)
+    (:func:`mmssm.ops.activation.apply`, which ``backend`` may keep on torch's ops)."""
+    _check_activation(activation)
+    return x if activation is None else activations.apply(activation, x, backend=backend)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -89,10 +87,8 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     Returns:
         (..., out_features).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f'linear: unknown activation {activation!r}; expected one of '
-                         f'{tuple(ACTIVATIONS)}')
-    _, post_op, algorithm, in_place = ACTIVATIONS[activation]
+    _check_activation(activation)
+    post_op, algorithm = ACTIVATIONS[activation]
     if (x.dim() >= 2 and x.numel() > 0 and weight.dim() == 2
             and x.shape[-1] == weight.shape[1]
             and fused_inference_applies((x, weight, bias), backend, None)):
@@ -100,7 +96,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         if fused is not None:
             return fused(x, weight, bias, post_op, [], algorithm)
         out = F.linear(x, weight, bias)  # a fresh buffer: activated in place
-        if in_place is None:
+        if activation is None:
             return out
-        return in_place(out, backend=backend) if in_place in (gelu_, silu_) else in_place(out)
+        return activations.apply_(activation, out, backend=backend)
     return activate(F.linear(x, weight, bias), activation, backend=backend)
